@@ -1,0 +1,1 @@
+"""Orchestration: video decoding, optical flow, model loading, explanation runs and their outputs."""

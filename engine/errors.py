@@ -1,0 +1,29 @@
+"""Errors that describe one bad input in one line; `kind` is a stable machine-readable category."""
+
+from __future__ import annotations
+
+
+class AosaError(Exception):
+    """Base of every expected failure; the message is one readable line."""
+
+    kind = "error"
+
+
+class VideoError(AosaError):
+    """A video cannot be read or does not hold the clip asked for."""
+
+    def __init__(self, path: object, problem: str, kind: str = "video") -> None:
+        super().__init__(f"{path}: {problem}")
+        self.kind = kind
+
+
+class ModelError(AosaError):
+    """A model spec cannot be resolved or a model file does not load."""
+
+    kind = "model"
+
+
+class ConfigError(AosaError):
+    """An option or parameter is invalid."""
+
+    kind = "config"

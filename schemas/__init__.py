@@ -1,0 +1,1 @@
+"""Data contracts shared by every layer: preprocessing of model inputs and explanation parameters."""

@@ -1,0 +1,82 @@
+"""Parameters shared by every explanation method; each method reads the fields it needs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FILLS = ("mean", "zero", "blur", "conditional")
+SCORES = ("prob", "logit")
+AGGREGATES = ("coverage", "rise")
+FLOWS = ("farneback", "dis", "farneback-cuda", "auto")
+
+
+class ParamsError(ValueError):
+    """A method parameter is unknown or out of range."""
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Options of `aosa explain` / `aosa evaluate` (DESIGN.md sections 4 and 10)."""
+
+    stride: int = 8                      # anchor spacing s in pixels
+    mask: int = 16                       # tube box side h = w in pixels
+    top_k: int = 3                       # co-occurring partners per integrated mask (0 = single mask)
+    fill: str | None = None              # None: the method's own default
+    score: Literal["prob", "logit"] = "prob"
+    relu: bool = True                    # AOSA-approx: keep only first-order score drops
+    aggregate: Literal["coverage", "rise"] = "coverage"
+    batch_size: int = 16                 # occluded clips per forward pass
+    samples: int = 4                     # conditional fill: draws averaged by exact occlusion
+    radius: int = 4                      # conditional fill: neighbour patch offsets within +-radius
+    flow: str = "farneback"              # optical flow algorithm
+    seed: int = 0                        # seeds every random draw of a method
+
+    def __post_init__(self) -> None:
+        positive = {"stride": self.stride, "mask": self.mask, "batch_size": self.batch_size,
+                    "samples": self.samples, "radius": self.radius}
+        for name, value in positive.items():
+            if value < 1:
+                raise ParamsError(f"{name} must be at least 1, got {value}")
+        if self.top_k < 0:
+            raise ParamsError(f"top_k must be at least 0, got {self.top_k}")
+        for name, value, allowed in (("fill", self.fill, FILLS), ("score", self.score, SCORES),
+                                     ("aggregate", self.aggregate, AGGREGATES), ("flow", self.flow, FLOWS)):
+            if value is not None and value not in allowed:
+                raise ParamsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    def fill_or(self, default: str) -> str:
+        """The fill to use: the one asked for, else the method's default."""
+        return self.fill if self.fill is not None else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: dict[str, str]) -> MethodParams:
+        """Copy with fields replaced from strings (`top_k=0`, `relu=false`), converted to each field's type."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        values: dict[str, Any] = {}
+        for name, text in overrides.items():
+            if name not in fields:
+                raise ParamsError(f"unknown method option {name!r}; known: {', '.join(sorted(fields))}")
+            current = getattr(self, name)
+            values[name] = _convert(name, text, current if current is not None else "")
+        return dataclasses.replace(self, **values)
+
+
+def _convert(name: str, text: str, like: Any) -> Any:
+    """Parse `text` to the type of `like`."""
+    if isinstance(like, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ParamsError(f"{name} must be true or false, got {text!r}")
+    if isinstance(like, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ParamsError(f"{name} must be an integer, got {text!r}") from None
+    return text
