@@ -1,0 +1,16 @@
+"""Anchor points: centres of a regular grid in the first frame."""
+
+from __future__ import annotations
+
+import torch
+
+
+def grid_anchors(height: int, width: int, stride: int) -> torch.Tensor:
+    """Grid centres every `stride` pixels starting at stride // 2, as (N, 2) float (x, y), row-major.
+
+    For 112 x 112 and stride 8 this is 14 x 14 = 196 anchors at 4, 12, ..., 108.
+    """
+    ys = torch.arange(stride // 2, height, stride, dtype=torch.float32)
+    xs = torch.arange(stride // 2, width, stride, dtype=torch.float32)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)

@@ -1,0 +1,41 @@
+"""The one call shape every explanation method shares: `Method(model, params, space).attribute(clip, target, flow)`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from kernels.scoring import Model, ScoreFunction
+from kernels.space import InputSpace
+from schemas.method_params import MethodParams
+
+
+class ExplanationMethod(ABC):
+    """A saliency method for a video classifier; `model` maps (B, C, T, H, W) to logits."""
+
+    name: ClassVar[str]
+    needs_flow: ClassVar[bool] = False   # whether attribute() needs the clip's optical flow
+    default_fill: ClassVar[str] = "mean"
+
+    def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
+        self.model = model
+        self.params = params or MethodParams()
+        self.space = space or InputSpace()
+
+    @property
+    def fill(self) -> str:
+        return self.params.fill_or(self.default_fill)
+
+    def scorer(self, target: int) -> ScoreFunction:
+        return ScoreFunction(self.model, target, self.params.score)
+
+    @abstractmethod
+    def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """Saliency (T, H, W) float32 of a (C, T, H, W) clip for class `target`; higher = more important."""
+
+    def _require_flow(self, flow: torch.Tensor | None) -> torch.Tensor:
+        if flow is None:
+            raise ValueError(f"method {self.name!r} needs the clip's optical flow (T-1, H, W, 2)")
+        return flow

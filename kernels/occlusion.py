@@ -1,0 +1,48 @@
+"""Scoring occluded clips batch by batch, and aggregating per-mask values into a voxel map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from kernels.fills import Fill
+from kernels.tubes import TubeSet
+
+
+@torch.no_grad()
+def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor, tubes: TubeSet,
+                     fill: Fill, index: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+    """Target scores (len(index),) of the clip with each mask in `index` occluded, averaged over fill draws.
+
+    Occluded batches are built on the clip's device from box coordinates; only one batch of
+    masks and one batch of occluded clips exist at a time.
+    """
+    index = torch.arange(len(tubes)) if index is None else index
+    results = []
+    for chunk in index.split(batch_size):
+        masks = tubes.masks(chunk, clip.device).unsqueeze(1)  # (B, 1, T, H, W)
+        total = sum(score(torch.where(masks, value, clip)) for value in fill.draws)
+        results.append(total / len(fill.draws))
+    return torch.cat(results) if results else torch.zeros(0, device=clip.device)
+
+
+def aggregate(tubes: TubeSet, values: torch.Tensor, mode: str = "coverage") -> torch.Tensor:
+    """Voxel map (T, H, W) float32 from per-mask score drops `values` (N,).
+
+    `coverage`: sum_i v_i occ_i(p) / sum_i occ_i(p), 0 where no mask covers p.
+    `rise`: (1/N) sum_i -v_i keep_i(p) / mean(keep_i), keep_i = 1 - occ_i (the paper's eq. 2 in the
+    reference code's form); a mask that covers everything keeps nothing and adds nothing.
+    """
+    values = values.detach().double().cpu()
+    if mode == "coverage":
+        coverage = tubes.paint(torch.ones_like(values))
+        weighted = tubes.paint(values)
+        result = torch.where(coverage > 0.5, weighted / coverage.clamp_min(1), torch.zeros_like(weighted))
+    elif mode == "rise":
+        kept = 1.0 - tubes.volumes() / (tubes.frames * tubes.height * tubes.width)
+        weight = torch.where(kept > 0, -values / kept.clamp_min(1e-12), torch.zeros_like(kept))
+        result = (weight.sum() - tubes.paint(weight)) / len(tubes)
+    else:
+        raise ValueError(f"unknown aggregate {mode!r}; expected coverage or rise")
+    return result.float()

@@ -1,0 +1,28 @@
+"""The scalar a method explains: target-class softmax probability (default) or logit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def target_scores(logits: torch.Tensor, target: int, kind: str = "prob") -> torch.Tensor:
+    """Scores (B,) of class `target` from logits (B, classes)."""
+    if kind == "prob":
+        return torch.softmax(logits.float(), dim=1)[:, target]
+    if kind == "logit":
+        return logits[:, target].float()
+    raise ValueError(f"unknown score {kind!r}; expected prob or logit")
+
+
+class ScoreFunction:
+    """f(batch) -> (B,) target scores of a model that maps (B, C, T, H, W) to logits."""
+
+    def __init__(self, model: Model, target: int, kind: str = "prob") -> None:
+        self.model, self.target, self.kind = model, target, kind
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return target_scores(self.model(batch), self.target, self.kind)

@@ -1,0 +1,135 @@
+"""Occlusion masks as geometry: per-frame boxes of tubes and groups of tubes, never dense arrays.
+
+A tube is one box per frame (empty where the tube is absent). An occlusion mask is the union of a
+group of tubes: a single tube for OSA's cuboids, a tube and its top-K partners for AOSA. Boolean
+masks are built a batch at a time, on the device that needs them, only to occlude clips; sums over
+masks and maps painted from masks use box arithmetic (integral images, inclusion-exclusion over
+the 2^G - 1 overlaps of a group's tubes) and never touch a mask voxel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from kernels.tracks import round_half_up
+
+
+@dataclass(frozen=True)
+class TubeSet:
+    """`boxes` (M, T, 4) int64 rows [y0, y1, x0, x1) per frame; `groups` (N, G) tube indices per mask."""
+
+    boxes: torch.Tensor
+    groups: torch.Tensor
+    height: int
+    width: int
+
+    def __len__(self) -> int:
+        return self.groups.shape[0]
+
+    @property
+    def frames(self) -> int:
+        return self.boxes.shape[1]
+
+    def masks(self, index: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """Boolean masks (B, T, H, W) of the masks numbered `index`, built on `device`."""
+        boxes = self.boxes.to(device)[self.groups[index].to(device)]  # (B, G, T, 4)
+        rows = torch.arange(self.height, device=boxes.device)
+        cols = torch.arange(self.width, device=boxes.device)
+        masks = torch.zeros(boxes.shape[0], self.frames, self.height, self.width, dtype=torch.bool, device=boxes.device)
+        for member in boxes.unbind(dim=1):  # (B, T, 4): one tube of each group at a time
+            in_rows = (rows >= member[..., 0:1]) & (rows < member[..., 1:2])  # (B, T, H)
+            in_cols = (cols >= member[..., 2:3]) & (cols < member[..., 3:4])  # (B, T, W)
+            masks |= in_rows[..., :, None] & in_cols[..., None, :]
+        return masks
+
+    def intersections(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boxes (B, S, T, 4) where each of the S non-empty subsets of a group's tubes overlap, and their
+        inclusion-exclusion signs (S,): the union of a group is the signed sum of these boxes."""
+        members = self.boxes[self.groups[index]]  # (B, G, T, 4)
+        size = members.shape[1]
+        subsets = torch.arange(1, 2 ** size)
+        chosen = ((subsets[:, None] >> torch.arange(size)) & 1).bool()  # (S, G)
+        signs = torch.where(chosen.sum(1) % 2 == 1, 1.0, -1.0).double()
+        pick = chosen[None, :, :, None]  # (1, S, G, 1)
+        expanded = members[:, None]  # (B, 1, G, T, 4)
+        big = max(self.height, self.width) + 1
+        y0 = torch.where(pick, expanded[..., 0], -1).amax(2)
+        y1 = torch.where(pick, expanded[..., 1], big).amin(2)
+        x0 = torch.where(pick, expanded[..., 2], -1).amax(2)
+        x1 = torch.where(pick, expanded[..., 3], big).amin(2)
+        boxes = torch.stack([y0, torch.maximum(y1, y0), x0, torch.maximum(x1, x0)], dim=-1)
+        return boxes, signs
+
+    def _chunks(self, batch_size: int):
+        for index in torch.arange(len(self)).split(batch_size):
+            yield index, *self.intersections(index)
+
+    def sums(self, voxels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Sum (N,) float64 of a (T, H, W) voxel map over each mask, from box sums of an integral image."""
+        integral = torch.zeros(self.frames, self.height + 1, self.width + 1, dtype=torch.float64)
+        integral[:, 1:, 1:] = voxels.detach().double().cpu().cumsum(1).cumsum(2)
+        frame = torch.arange(self.frames)
+        results = []
+        for _, boxes, signs in self._chunks(batch_size):
+            y0, y1, x0, x1 = boxes.unbind(-1)
+            box = integral[frame, y1, x1] - integral[frame, y0, x1] - integral[frame, y1, x0] + integral[frame, y0, x0]
+            results.append((box.sum(-1) * signs).sum(-1))
+        return torch.cat(results)
+
+    def volumes(self) -> torch.Tensor:
+        """Voxel count (N,) of each mask."""
+        return self.sums(torch.ones(self.frames, self.height, self.width))
+
+    def paint(self, values: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Voxel map (T, H, W) float64 of sum_i values_i * occ_i(p), painted with 2D difference arrays."""
+        frames = self.frames
+        diff = torch.zeros(frames, self.height + 1, self.width + 1, dtype=torch.float64)
+        frame = torch.arange(frames).expand(1, 1, frames)
+        values = values.detach().double().cpu()
+        for index, boxes, signs in self._chunks(batch_size):
+            weight = (values[index, None] * signs)[..., None].expand(-1, -1, frames)  # (B, S, T)
+            y0, y1, x0, x1 = boxes.unbind(-1)
+            t = frame.expand_as(y0)
+            for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
+                diff.index_put_((t, ys, xs), sign * weight, accumulate=True)
+        return diff.cumsum(1).cumsum(2)[:, :-1, :-1]
+
+def tube_boxes(tracks: torch.Tensor, alive: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
+    """Boxes (N, T, 4) of `size` x `size` centred on round(track), clipped to the frame, empty where dead."""
+    centre = round_half_up(tracks)  # (N, T, 2) as (x, y)
+    y0 = centre[..., 1] - size // 2
+    x0 = centre[..., 0] - size // 2
+    boxes = torch.stack([y0.clamp(0, height), (y0 + size).clamp(0, height),
+                         x0.clamp(0, width), (x0 + size).clamp(0, width)], dim=-1)
+    return torch.where(alive[..., None], boxes, torch.zeros_like(boxes))
+
+
+def single_tube_groups(count: int) -> torch.Tensor:
+    """Groups (count, 1) where mask i is tube i alone."""
+    return torch.arange(count).unsqueeze(1)
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Starts of a sliding window as Captum's Occlusion places them: ceil((L-W)/S)+1 steps of S."""
+    steps = math.ceil(max(length - window, 0) / stride) + 1
+    return [i * stride for i in range(steps)]
+
+
+def cuboid_tubes(frames: int, height: int, width: int, window: tuple[int, int, int],
+                 stride: tuple[int, int, int]) -> TubeSet:
+    """Every position of a (t, h, w) cuboid slid with `stride` over the clip, as single-tube masks."""
+    t_win, h_win, w_win = window
+    t_stride, h_stride, w_stride = stride
+    boxes = []
+    for t0 in window_starts(frames, t_win, t_stride):
+        present = torch.zeros(frames, dtype=torch.bool)
+        present[t0:t0 + t_win] = True
+        for y0 in window_starts(height, h_win, h_stride):
+            for x0 in window_starts(width, w_win, w_stride):
+                box = torch.tensor([y0, min(y0 + h_win, height), x0, min(x0 + w_win, width)])
+                boxes.append(torch.where(present[:, None], box, torch.zeros_like(box)))
+    stacked = torch.stack(boxes)
+    return TubeSet(stacked, single_tube_groups(len(stacked)), height, width)
