@@ -1,0 +1,86 @@
+"""Pictures of a saliency map over its clip: a GIF animation and a PNG grid of frames (DESIGN.md section 10)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
+
+from engine.errors import ConfigError
+
+COLORMAP = "jet"
+ALPHA = 0.5
+MIN_GIF_SIDE = 224
+
+
+def _check(frames: np.ndarray, saliency: np.ndarray) -> None:
+    """Frames must be uint8 (T,H,W,3) and the map (T,H,W) over the same voxels."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ConfigError(f"frames must be uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
+    if saliency.shape != frames.shape[:3]:
+        raise ConfigError(f"saliency shape {saliency.shape} does not match frames {frames.shape[:3]}")
+
+
+def _value_range(saliency: np.ndarray) -> tuple[float, float]:
+    """Min and max over the whole volume, so every frame is coloured on the same scale."""
+    return float(saliency.min()), float(saliency.max())
+
+
+def overlay(frames: np.ndarray, saliency: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """uint8 (T,H,W,3) frames blended with the map coloured by the colormap, normalized over the volume."""
+    _check(frames, saliency)
+    lo, hi = _value_range(saliency)
+    scaled = (saliency - lo) / (hi - lo) if hi > lo else np.zeros(saliency.shape)
+    colours = matplotlib.colormaps[COLORMAP](scaled)[..., :3] * 255.0
+    return ((1.0 - alpha) * frames + alpha * colours).round().astype(np.uint8)
+
+
+def _upscale(images: np.ndarray, min_side: int) -> np.ndarray:
+    """Enlarge (T,H,W,3) images by an integer factor (nearest) until the shorter side is at least min_side."""
+    factor = math.ceil(min_side / min(images.shape[1:3]))
+    if factor <= 1:
+        return images
+    return np.stack([cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+                     for image in images])
+
+
+def save_overlay_animation(frames: np.ndarray, saliency: np.ndarray, path: Path, fps: float = 8.0) -> Path:
+    """Write a looping GIF of the frames with the map over them; small frames are enlarged to be viewable."""
+    images = _upscale(overlay(frames, saliency), MIN_GIF_SIDE)
+    first, *rest = [Image.fromarray(image) for image in images]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first.save(path, format="GIF", save_all=True, append_images=rest,
+               duration=round(1000.0 / fps), loop=0)
+    return path
+
+
+def save_frame_grid(frames: np.ndarray, saliency: np.ndarray, path: Path, title: str = "",
+                    max_frames: int = 8) -> Path:
+    """Write a PNG grid of up to max_frames evenly spaced overlaid frames with a colorbar of map values."""
+    images = overlay(frames, saliency)
+    picked = np.unique(np.linspace(0, len(images) - 1, min(len(images), max_frames)).round().astype(int))
+    cols = min(len(picked), 4)
+    rows = math.ceil(len(picked) / cols)
+    figure = Figure(figsize=(2.6 * cols + 1.0, 2.6 * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, t in zip(axes.flat, picked):
+        ax.imshow(images[t])
+        ax.set_title(f"frame {t}")
+    lo, hi = _value_range(saliency)
+    figure.colorbar(ScalarMappable(Normalize(lo, hi), COLORMAP), ax=axes, shrink=0.8, label="saliency")
+    if title:
+        figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path
