@@ -1,5 +1,6 @@
 """Explanation methods against cases whose answer is known independently of the implementation."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -9,11 +10,13 @@ from torch.utils._pytree import tree_leaves
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.flow import compute_flow
+from kernels.anchors import grid_anchors
 from kernels.methods import METHODS, get_method
 from kernels.methods.aosa import adaptive_tubes
 from kernels.methods.osa import osa_window
 from kernels.scoring import target_scores
 from kernels.space import InputSpace
+from kernels.tracks import track_points
 from schemas.method_params import MethodParams
 
 
@@ -170,3 +173,27 @@ def test_no_dense_mask_array_for_196_masks(name):
     dense_masks = 196 * 16 * 112 * 112  # N x T x H x W, one channel only
     assert largest.numel <= batch * clip.numel(), f"largest tensor {largest.shape}"
     assert largest.numel < dense_masks / 4
+
+
+def translating_texture(frames: int, size: int, dx: int, dy: int) -> np.ndarray:
+    """Frames cropped from a larger smoothed-noise canvas, shifted by (dx, dy) px per frame."""
+    rng = np.random.default_rng(3)
+    canvas = cv2.GaussianBlur((rng.random((size + 80, size + 80)) * 255).astype(np.uint8), (5, 5), 1.5)
+    crops = [canvas[40 - dy * t:40 - dy * t + size, 40 - dx * t:40 - dx * t + size] for t in range(frames)]
+    return np.repeat(np.stack(crops)[..., None], 3, axis=3)
+
+
+def test_tracks_follow_a_translating_pattern_within_a_pixel():
+    video = translating_texture(frames=8, size=96, dx=2, dy=1)
+    tracks, alive = track_points(grid_anchors(96, 96, 8), compute_flow(video, "farneback"))
+    expected = tracks[:, :1] + torch.arange(8)[None, :, None] * torch.tensor([2.0, 1.0])
+    interior = (tracks[:, 0] >= 16).all(1) & (tracks[:, 0] < 64).all(1)  # stays 16 px clear of the edges
+    assert interior.sum() >= 16 and alive[interior].all()
+    error = (tracks[interior] - expected[interior]).norm(dim=-1)
+    assert error.max() < 1.0, f"largest tracking error {error.max():.2f} px"
+
+
+def test_flow_of_a_static_video_gives_cuboid_tubes():
+    still = translating_texture(frames=6, size=64, dx=0, dy=0)
+    tubes = adaptive_tubes(compute_flow(still, "farneback"), MethodParams(stride=8, mask=16))
+    assert torch.equal(tubes.boxes, tubes.boxes[:, :1].expand_as(tubes.boxes))
