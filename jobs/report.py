@@ -1,0 +1,112 @@
+"""`aosa report --store DIR [--run-id ID]`: the paper's Table I for one run of the result store.
+
+Rows are methods, column groups are deletion / insertion, over-all, S-PT and seconds per map, one column
+per model inside each group; means over the run's `ok` metrics rows. S-PT is total hits / total frames
+over the videos with boxes ('-' when none). `--format csv|json` gives the same numbers one row per
+method x model instead; the counts line then goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from engine.errors import ConfigError
+from engine.sql import run_select
+from jobs.common import run_guarded
+from jobs.query import add_store_options, aligned, open_store, render
+
+CELLS_SQL = """
+SELECT method, model, count(*) AS videos,
+       avg(deletion_auc) AS deletion_auc, avg(insertion_auc) AS insertion_auc, avg(overall) AS overall,
+       sum(spt_hits) FILTER (WHERE spt_frames > 0) AS spt_hits,
+       sum(spt_frames) FILTER (WHERE spt_frames > 0) AS spt_frames,
+       sum(spt_hits) FILTER (WHERE spt_frames > 0) / sum(spt_frames) FILTER (WHERE spt_frames > 0) AS spt,
+       avg(seconds_total) AS seconds_per_map
+FROM metrics WHERE run_id = ? AND status = 'ok'
+GROUP BY method, model ORDER BY method, model
+"""
+
+COUNTS_SQL = """
+SELECT count(DISTINCT video_id) FILTER (WHERE status = 'ok'),
+       count(DISTINCT video_id) FILTER (WHERE status <> 'ok'),
+       count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status <> 'ok')
+FROM metrics WHERE run_id = ?
+"""
+
+LATEST_RUN_SQL = """
+SELECT run_id FROM (SELECT run_id, created_at FROM runs UNION ALL SELECT run_id, created_at FROM metrics)
+WHERE run_id IN (SELECT run_id FROM metrics)
+GROUP BY run_id ORDER BY min(created_at) DESC, run_id DESC LIMIT 1
+"""
+
+GROUPS = {  # column group -> the CELLS_SQL columns shown in its cells, joined by " / "
+    "deletion / insertion": ("deletion_auc", "insertion_auc"),
+    "over-all": ("overall",),
+    "S-PT": ("spt",),
+    "s / map": ("seconds_per_map",),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aosa report", description="Table I (method x model) of one run.")
+    parser.add_argument("--run-id", default=None, help="run to report (default: the latest started)")
+    add_store_options(parser)
+    return parser
+
+
+def choose_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str:
+    """`run_id` when it has metrics rows, else the run with metrics that started last."""
+    if run_id is None:
+        _, rows = run_select(con, LATEST_RUN_SQL)
+        if not rows:
+            raise ConfigError("the store holds no metrics yet")
+        return rows[0][0]
+    _, rows = run_select(con, "SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])
+    if rows[0][0] == 0:
+        raise ConfigError(f"run {run_id!r} has no metrics rows in the store")
+    return run_id
+
+
+def table_one(cells: list[dict[str, Any]]) -> str:
+    """The Table I layout: a method per row, a column per model in each group of GROUPS."""
+    models = list(dict.fromkeys(cell["model"] for cell in cells))
+    by_key = {(cell["method"], cell["model"]): cell for cell in cells}
+    header = [["method"] + [group if i == 0 else "" for group in GROUPS for i in range(len(models))],
+              [""] + models * len(GROUPS)]
+    body = [[method] + [_cell(group, by_key.get((method, model))) for group in GROUPS for model in models]
+            for method in dict.fromkeys(cell["method"] for cell in cells)]
+    return aligned(header, body)
+
+
+def _cell(group: str, cell: dict[str, Any] | None) -> str:
+    numbers = [None if cell is None else cell[key] for key in GROUPS[group]]
+    return " / ".join(f"{number:.3f}" for number in numbers) if None not in numbers else "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    with open_store(args.store).connect(read_only=True) as con:
+        run_id = choose_run(con, args.run_id)
+        columns, rows = run_select(con, CELLS_SQL, [run_id])
+        (videos_ok, videos_failed, ok, failed), = run_select(con, COUNTS_SQL, [run_id])[1]
+    counts = (f"run {run_id}: {videos_ok} videos with maps, {videos_failed} with errors; "
+              f"{ok} maps ok, {failed} failed")
+    if args.format == "table":
+        cells = [dict(zip(columns, row)) for row in rows]
+        print(counts + "\n\n" + (table_one(cells) if cells else "(no successful maps)"))
+    else:
+        print(render(columns, rows, args.format))
+        print(counts, file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_guarded("report", run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

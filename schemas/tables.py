@@ -1,0 +1,136 @@
+"""Arrow schemas of every table in the result store (DESIGN.md sections 7 and 10), versioned.
+
+Bump SCHEMA_VERSION when a column is added, renamed or retyped; readers union files by column name,
+so files written under an older version stay readable (a column they lack reads as null).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+JSON = {"format": "json"}  # field metadata: a JSON document; dicts and lists are serialized on write
+
+
+class TableError(ValueError):
+    """Rows do not fit a table's schema (unknown column, missing value, wrong type)."""
+
+
+def _required(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+def _optional(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=True)
+
+
+def _schema(*fields: pa.Field) -> pa.Schema:
+    return pa.schema(fields, metadata={"aosa_schema_version": str(SCHEMA_VERSION)})
+
+
+UNIT_KEYS = (_required("run_id", pa.string()), _required("video_id", pa.string()),
+             _required("model", pa.string()), _required("method", pa.string()))
+
+RUNS = _schema(
+    _required("run_id", pa.string()),
+    _required("schema_version", pa.int32()),
+    _required("created_at", TIMESTAMP),
+    _required("config", pa.string()).with_metadata(JSON),   # the whole run config
+    _required("versions", pa.string()).with_metadata(JSON),  # package -> version
+    _optional("git_sha", pa.string()),
+    _optional("host", pa.string()),
+    _optional("device", pa.string()),
+    _required("status", pa.string()),                         # e.g. running, done, failed
+)
+
+METRICS = _schema(
+    *UNIT_KEYS,                                               # method: the key with options, "aosa:top_k=0"
+    _required("method_name", pa.string()),                    # "aosa"; defaults to the key before ':'
+    _required("status", pa.string()),                         # "ok" | "error"
+    _optional("error_kind", pa.string()),
+    _optional("error", pa.string()),
+    _optional("label", pa.int64()),
+    _optional("target", pa.int64()),
+    _optional("predicted", pa.int64()),
+    _optional("score", pa.float64()),
+    _optional("deletion_auc", pa.float64()),
+    _optional("insertion_auc", pa.float64()),
+    _optional("overall", pa.float64()),
+    _optional("deletion_curve", pa.list_(pa.float32())),     # 29 scores (28 steps + start)
+    _optional("insertion_curve", pa.list_(pa.float32())),
+    _optional("spt_hits", pa.int64()),
+    _optional("spt_frames", pa.int64()),
+    _optional("seconds_total", pa.float64()),
+    _optional("seconds_model", pa.float64()),
+    _optional("n_forward", pa.int64()),
+    _optional("map_path", pa.string()),                       # relative to the store root
+    _required("params", pa.string()).with_metadata(JSON),
+    _required("created_at", TIMESTAMP),
+)
+
+TIMINGS = _schema(
+    *UNIT_KEYS,
+    _required("stage", pa.string()),                          # decode, flow, masks, model, metrics, total, ...
+    _required("seconds", pa.float64()),
+    _required("created_at", TIMESTAMP),
+)
+
+MAPS = _schema(
+    *UNIT_KEYS,
+    _required("path", pa.string()),                           # relative to the store root
+    _required("shape", pa.list_(pa.int32())),
+    _required("dtype", pa.string()),
+    _required("created_at", TIMESTAMP),
+)
+
+TABLES: dict[str, pa.Schema] = {"runs": RUNS, "metrics": METRICS, "timings": TIMINGS, "maps": MAPS}
+
+_DEFAULTS: dict[str, Callable[[Mapping[str, Any], datetime], Any]] = {
+    "created_at": lambda row, now: now,
+    "schema_version": lambda row, now: SCHEMA_VERSION,
+    "method_name": lambda row, now: str(row["method"]).split(":", 1)[0] if row.get("method") else None,
+}
+
+
+def build_table(name: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """A table of schema TABLES[name] from row dicts; absent nullable columns are null, `created_at` is now."""
+    schema = schema_of(name)
+    unknown = sorted({key for row in rows for key in row} - set(schema.names))
+    if unknown:
+        raise TableError(f"table {name}: unknown column {unknown[0]!r}")
+    now = datetime.now(UTC)
+    return pa.Table.from_arrays([_column(name, field, rows, now) for field in schema], schema=schema)
+
+
+def schema_of(name: str) -> pa.Schema:
+    """The schema of a stored table; a clear error for an unknown name."""
+    if name not in TABLES:
+        raise TableError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
+    return TABLES[name]
+
+
+def _column(table: str, field: pa.Field, rows: Sequence[Mapping[str, Any]], now: datetime) -> pa.Array:
+    values = [_value(field, row, now) for row in rows]
+    if not field.nullable and any(value is None for value in values):
+        raise TableError(f"table {table}: column {field.name!r} needs a value in every row")
+    try:
+        return pa.array(values, type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError) as exc:
+        raise TableError(f"table {table}: column {field.name!r} must be {field.type}: {exc}") from None
+
+
+def _value(field: pa.Field, row: Mapping[str, Any], now: datetime) -> Any:
+    value = row.get(field.name)
+    if value is None:
+        default = _DEFAULTS.get(field.name)
+        return default(row, now) if default else None
+    if field.metadata and field.metadata.get(b"format") == b"json" and not isinstance(value, str):
+        return json.dumps(value, sort_keys=True)
+    return value

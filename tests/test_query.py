@@ -1,0 +1,201 @@
+"""`aosa query` (read-only SQL over the store) and `aosa report` (Table I)."""
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.store import ResultStore
+from jobs.cli import main as aosa
+from jobs.query import main as query
+from jobs.report import main as report
+from schemas.tables import TABLES
+
+MODELS = ("r2plus1d", "r3d")  # the report orders models and methods by name
+METHODS = ("aosa", "aosa-approx", "osa:stride=4")
+START = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def cell_values(method_index: int, model_index: int) -> dict:
+    """Distinct numbers per cell, so each one can be found in the report."""
+    base = 0.1 * method_index + 0.01 * model_index
+    return dict(deletion_auc=round(0.101 + base, 3), insertion_auc=round(0.602 + base, 3),
+                overall=round(0.501 + base / 2, 3), seconds_total=round(1.5 + base * 10, 3))
+
+
+def write_run(store: ResultStore, run_id: str, started: datetime, scale: float = 1.0) -> None:
+    """Two models x three methods x two videos, and one failed unit; osa has no boxes (S-PT '-')."""
+    store.write_run(dict(run_id=run_id, config={"scale": scale}, versions={}, status="done", created_at=started))
+    for k, method in enumerate(METHODS):
+        for m, model in enumerate(MODELS):
+            rows = [dict(video_id=f"v{v}", model=model, method=method, status="ok", params={},
+                         spt_hits=v + k, spt_frames=0 if method.startswith("osa") else 4,
+                         created_at=started + timedelta(seconds=1),
+                         **{key: value * scale for key, value in cell_values(k, m).items()}) for v in range(2)]
+            store.write_unit(run_id, rows)
+    store.write_unit(run_id, [dict(video_id="broken", model=MODELS[0], method="aosa", status="error",
+                                   error_kind="video", error="zero bytes", params={})])
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    root = tmp_path / "store"
+    store = ResultStore(root)
+    write_run(store, "older", START - timedelta(days=1), scale=0.5)
+    write_run(store, "latest", START)
+    return root
+
+
+def run_query(capsys, root, sql: str, *options: str) -> tuple[int, str, str]:
+    code = query(["--store", str(root), sql, *options])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_select_on_every_view_and_formats(store_dir, capsys):
+    counts = {"runs": 2, "metrics": 2 * (12 + 1), "timings": 0, "maps": 0}
+    for name, expected in counts.items():
+        code, out, _ = run_query(capsys, store_dir, f"SELECT count(*) AS n FROM {name}", "--format", "json")
+        assert code == 0 and json.loads(out) == [{"n": expected}]
+    code, out, _ = run_query(capsys, store_dir, "SELECT video_id, method, overall, created_at FROM metrics "
+                             "WHERE run_id = 'latest' AND status = 'ok' ORDER BY method, model, video_id",
+                             "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 12 and rows[0]["method"] == "aosa"
+    assert float(rows[0]["overall"]) == cell_values(0, 0)["overall"]
+    assert datetime.fromisoformat(rows[0]["created_at"]) == START + timedelta(seconds=1)
+    code, out, _ = run_query(capsys, store_dir, "SELECT method, count(*) AS n FROM metrics GROUP BY method "
+                             "ORDER BY method")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["method", "n"] and lines[2].split() == ["aosa", "10"]
+
+
+def test_empty_store_has_queryable_views_with_every_column(tmp_path, capsys):
+    for name, schema in TABLES.items():
+        code, out, _ = run_query(capsys, tmp_path, f"SELECT * FROM {name}", "--format", "csv")
+        assert code == 0 and out.strip().split(",") == schema.names
+    code, out, _ = run_query(capsys, tmp_path, "SELECT count(*) AS n, max(deletion_auc) AS d FROM metrics",
+                             "--format", "json")
+    assert json.loads(out) == [{"n": 0, "d": None}]
+
+
+def test_lists_and_old_files_lacking_columns(tmp_path, capsys):
+    store = ResultStore(tmp_path)
+    store.write_unit("r", [dict(video_id="v", model="m", method="aosa", status="ok", params={},
+                                deletion_curve=[1.0, 0.5, 0.25])])
+    old = pa.table({"run_id": ["r"], "video_id": ["old"], "model": ["m"], "method": ["aosa"], "status": ["ok"]})
+    pq.write_table(old, tmp_path / "metrics" / "run_id=r" / "method=aosa" / "part-old.parquet")
+    code, out, _ = run_query(capsys, tmp_path, "SELECT video_id, deletion_curve, params FROM metrics "
+                             "ORDER BY video_id", "--format", "json")
+    assert code == 0 and json.loads(out) == [{"video_id": "old", "deletion_curve": None, "params": None},
+                                             {"video_id": "v", "deletion_curve": [1.0, 0.5, 0.25], "params": "{}"}]
+
+
+def test_several_selects_and_describe_are_allowed(store_dir, capsys):
+    code, out, _ = run_query(capsys, store_dir, "DESCRIBE metrics; SELECT 1 AS one", "--format", "csv")
+    first, second = out.split("\n\n")
+    assert code == 0 and "deletion_curve,FLOAT[]" in first and second.splitlines() == ["one", "1"]
+
+
+FORBIDDEN = {
+    "copy": "COPY (SELECT 1) TO '{outside}/x.csv'",
+    "copy from view": "COPY metrics TO '{store}/metrics/x.parquet' (FORMAT parquet)",
+    "attach": "ATTACH '{outside}/x.db'",
+    "install": "INSTALL httpfs",
+    "load": "LOAD httpfs",
+    "create table": "CREATE TABLE t AS SELECT 1",
+    "create view": "CREATE VIEW v AS SELECT 1",
+    "create macro": "CREATE MACRO m(a) AS a",
+    "insert": "INSERT INTO metrics (run_id) VALUES ('x')",
+    "update": "UPDATE metrics SET status = 'ok'",
+    "delete": "DELETE FROM metrics",
+    "set": "SET enable_external_access = true",
+    "pragma": "PRAGMA enable_profiling",
+    "export": "EXPORT DATABASE '{outside}/dump'",
+    "select then copy": "SELECT 1; COPY (SELECT 1) TO '{outside}/x.csv'",
+    "read_csv": "SELECT * FROM read_csv('/etc/passwd')",
+    "read_parquet outside": "SELECT * FROM read_parquet('{outside}/secret.parquet')",
+    "read_parquet via ..": "SELECT * FROM read_parquet('{store}/../secret.parquet')",
+    "replacement scan": "SELECT * FROM '{outside}/secret.parquet'",
+    "glob outside": "SELECT * FROM glob('{outside}/*')",
+    "syntax": "SELEC 1",
+    "empty": " ; ",
+}
+
+
+@pytest.mark.parametrize("kind", FORBIDDEN)
+def test_forbidden_statements_fail_with_one_line_and_write_nothing(kind, store_dir, tmp_path, capsys, monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pq.write_table(pa.table({"secret": [42]}), outside / "secret.parquet")
+    monkeypatch.chdir(outside)
+    before = sorted(tmp_path.rglob("*"))
+    sql = FORBIDDEN[kind].format(outside=outside, store=store_dir)
+    code, out, err = run_query(capsys, store_dir, sql)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("aosa query: error: ")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT 1) TO '{outside}/x.csv'", "ATTACH '{outside}/x.db' AS x", "INSTALL httpfs", "LOAD httpfs",
+    "SET enable_external_access = true", "RESET allowed_directories", "SELECT * FROM read_text('/etc/hostname')",
+])
+def test_sandbox_alone_refuses_writes_and_outside_reads(statement, store_dir, tmp_path):
+    """Even a statement past the SELECT-only check cannot write, attach, install or read outside."""
+    con = ResultStore(store_dir).connect(read_only=True)
+    with pytest.raises(duckdb.Error):
+        con.execute(statement.format(outside=tmp_path))
+    assert con.execute("SELECT count(*) FROM metrics").fetchone() == (26,)
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_missing_store_is_one_line(tmp_path, capsys):
+    code, _, err = run_query(capsys, tmp_path / "nope", "SELECT 1")
+    assert code == 2 and err.strip() == f"aosa query: error: store {tmp_path / 'nope'} is not a directory"
+
+
+def report_lines(capsys, *argv: str) -> tuple[int, list[str]]:
+    code = report(list(argv))
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_report_table_one_layout(store_dir, capsys):
+    code, lines = report_lines(capsys, "--store", str(store_dir))
+    assert code == 0
+    assert lines[0] == "run latest: 2 videos with maps, 1 with errors; 12 maps ok, 1 failed"
+    assert lines[2].split("  ")[0] == "method" and "deletion / insertion" in lines[2] and "S-PT" in lines[2]
+    assert lines[3].split() == [*MODELS] * 4
+    rows = {line.split()[0]: line for line in lines[5:]}
+    assert list(rows) == list(METHODS)
+    for k, method in enumerate(METHODS):
+        cells = [cell_values(k, m) for m in range(len(MODELS))]
+        expected = ([f"{c['deletion_auc']:.3f} / {c['insertion_auc']:.3f}" for c in cells]
+                    + [f"{c['overall']:.3f}" for c in cells]
+                    + (["-", "-"] if method.startswith("osa") else [f"{(2 * k + 1) / 8:.3f}"] * 2)
+                    + [f"{c['seconds_total']:.3f}" for c in cells])
+        assert [cell.strip() for cell in rows[method][len(method):].split("  ") if cell.strip()] == expected
+
+
+def test_report_run_choice_and_json(store_dir, capsys):
+    code = report(["--store", str(store_dir), "--run-id", "older", "--format", "json"])
+    captured = capsys.readouterr()
+    cells = {(row["method"], row["model"]): row for row in json.loads(captured.out)}
+    assert code == 0 and len(cells) == 6 and "run older:" in captured.err
+    assert cells[("aosa", "r3d")]["deletion_auc"] == pytest.approx(cell_values(0, 1)["deletion_auc"] / 2)
+    assert cells[("aosa-approx", "r2plus1d")]["spt"] == pytest.approx(3 / 8)
+    assert cells[("osa:stride=4", "r3d")]["spt"] is None and cells[("aosa", "r3d")]["videos"] == 2
+    assert report(["--store", str(store_dir), "--run-id", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == "aosa report: error: run 'nope' has no metrics rows in the store"
+    assert aosa(["report", "--store", str(store_dir), "--format", "csv"]) == 0
+    assert len(list(csv.DictReader(io.StringIO(capsys.readouterr().out)))) == 6
+
+
+def test_report_on_empty_store_is_one_line(tmp_path, capsys):
+    assert report(["--store", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "aosa report: error: the store holds no metrics yet"
