@@ -8,7 +8,11 @@ from collections.abc import Sequence
 
 JOBS = {
     "explain": "one saliency map for one video",
+    "evaluate": "every video of a manifest x every method, on Ray, into a Parquet result store",
     "benchmark": "time maps against plain forward passes (ratios measured in one run)",
+    "manifest": "turn UCF101 / UCF101-24 / Kinetics annotations into a manifest",
+    "query": "read-only SQL (DuckDB) over a result store's runs, metrics, timings and maps",
+    "report": "Table I of a run: deletion / insertion, over-all, S-PT, seconds per map",
 }
 
 

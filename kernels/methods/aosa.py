@@ -27,5 +27,6 @@ class AOSA(OcclusionMethod):
     name = "aosa"
     needs_flow = True
 
-    def tubes(self, inputs: torch.Tensor, flow: torch.Tensor | None) -> TubeSet:
-        return adaptive_tubes(self._require_flow(flow), self.params)
+    @classmethod
+    def tubes(cls, params: MethodParams, inputs: torch.Tensor, flow: torch.Tensor | None) -> TubeSet:
+        return adaptive_tubes(cls.require_flow(flow), params)

@@ -35,7 +35,8 @@ class ExplanationMethod(ABC):
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
         """Saliency (T, H, W) float32 of a (C, T, H, W) clip for class `target`; higher = more important."""
 
-    def _require_flow(self, flow: torch.Tensor | None) -> torch.Tensor:
+    @classmethod
+    def require_flow(cls, flow: torch.Tensor | None) -> torch.Tensor:
         if flow is None:
-            raise ValueError(f"method {self.name!r} needs the clip's optical flow (T-1, H, W, 2)")
+            raise ValueError(f"method {cls.name!r} needs the clip's optical flow (T-1, H, W, 2)")
         return flow

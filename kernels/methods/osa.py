@@ -8,6 +8,7 @@ import torch
 
 from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.tubes import TubeSet, cuboid_tubes
+from schemas.method_params import MethodParams
 
 
 def osa_window(frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -21,7 +22,8 @@ class OSA(OcclusionMethod):
 
     name = "osa"
 
-    def tubes(self, inputs: torch.Tensor, flow: torch.Tensor | None) -> TubeSet:
+    @classmethod
+    def tubes(cls, params: MethodParams, inputs: torch.Tensor, flow: torch.Tensor | None) -> TubeSet:
         _, frames, height, width = inputs.shape
         window = osa_window(frames, height, width)
         stride = tuple(max(1, w // 2) for w in window)

@@ -1,0 +1,135 @@
+"""The two stateful stages of an evaluation, as plain classes: preparing videos and running a model.
+
+`engine.actors` turns each into a Ray actor; tests and single-process runs can use them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engine.errors import AosaError
+from engine.explain import CountingModel
+from engine.flow import compute_flow
+from engine.manifests import model_boxes
+from engine.models import load_model
+from engine.preprocess import Clip, load_clip
+from kernels.methods import get_method
+from kernels.metrics import Faithfulness, faithfulness
+from kernels.occlusion import occlusion_scores
+from kernels.scoring import ScoreFunction
+from kernels.space import InputSpace
+from kernels.tubes import TubeSet
+from schemas.manifest import ManifestRow
+from schemas.method_params import MethodParams
+from schemas.preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one video or unit could not be evaluated: a stable `kind` and a one-line message."""
+
+    kind: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        kind = getattr(exc, "kind", None) or type(exc).__name__
+        return cls(kind, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+@dataclass
+class PreparedVideo:
+    """A decoded clip at model resolution with its flows (one per flow method asked for) and model-pixel boxes."""
+
+    row: ManifestRow
+    clip: Clip
+    flows: dict[str, torch.Tensor]
+    boxes: list[tuple[int, int, int, int, int]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class VideoPreparer:
+    """Decode + flow stage: turns a manifest row into model input, on the CPU."""
+
+    def __init__(self, preprocessing: Preprocessing, decoder: str = "auto", start: int = 0) -> None:
+        self.preprocessing, self.decoder, self.start = preprocessing, decoder, start
+
+    def prepare(self, row: ManifestRow, flow_methods: tuple[str, ...]) -> PreparedVideo | Failure:
+        """Decode the clip and compute each flow; a bad video becomes a Failure, never an exception."""
+        try:
+            began = time.perf_counter()
+            clip = load_clip(row.path, self.preprocessing, start=self.start, backend=self.decoder)
+            timings = {"decode": time.perf_counter() - began}
+            flows = {}
+            for method in flow_methods:
+                began = time.perf_counter()
+                flows[method] = compute_flow(clip.frames, method)
+                timings[f"flow:{method}"] = time.perf_counter() - began
+            boxes = model_boxes(row, clip.geometry, self.preprocessing.frames)
+            return PreparedVideo(row, clip, flows, boxes, timings)
+        except (AosaError, ValueError, OSError) as exc:
+            return Failure.of(exc)
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What a model call returns: its value, the seconds spent in forward passes and the clips scored."""
+
+    value: Any
+    seconds: float
+    clips: int
+
+
+class ModelWorker:
+    """Holds one model on one device; every forward pass of an evaluation runs here."""
+
+    def __init__(self, spec: str, device: str = "auto") -> None:
+        self.model = load_model(spec, device)
+        prep = self.model.preprocessing
+        self.space = InputSpace(mean=prep.mean, std=prep.std)
+
+    def describe(self) -> dict[str, Any]:
+        """Preprocessing, class count and device, for the scheduler."""
+        return {"preprocessing": self.model.preprocessing, "num_classes": self.model.num_classes,
+                "device": str(self.model.device)}
+
+    def _run(self, work) -> ModelResult:
+        counted = CountingModel(self.model)
+        value = work(counted)
+        return ModelResult(value, counted.seconds, counted.clips)
+
+    def logits(self, clip: torch.Tensor) -> ModelResult:
+        """Logits (classes,) of the clean clip, on the CPU."""
+        with torch.no_grad():
+            return self._run(lambda model: model(clip.unsqueeze(0).to(self.model.device))[0].float().cpu())
+
+    def occlusion_scores(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
+                         tubes: TubeSet, index: torch.Tensor) -> ModelResult:
+        """Target scores of the clip occluded by masks `index` (a shard), built on this worker's device."""
+        def work(model: CountingModel) -> torch.Tensor:
+            inputs = clip.to(self.model.device)
+            explainer = get_method(method)(model, params, self.space)
+            scores = occlusion_scores(explainer.scorer(target), inputs, tubes, explainer.make_fill(inputs),
+                                      index, params.batch_size)
+            return scores.cpu()
+        return self._run(work)
+
+    def attribute(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
+                  flow: torch.Tensor | None) -> ModelResult:
+        """A whole map from a method that is not sharded (gradient methods, AOSA-approx)."""
+        def work(model: CountingModel) -> torch.Tensor:
+            explainer = get_method(method)(model, params, self.space)
+            return explainer.attribute(clip.to(self.model.device), target, flow).cpu()
+        return self._run(work)
+
+    def faithfulness(self, clip: torch.Tensor, saliency: torch.Tensor, target: int, batch_size: int) -> ModelResult:
+        """Deletion and insertion curves of a map (softmax probability of the target)."""
+        def work(model: CountingModel) -> Faithfulness:
+            inputs = clip.to(self.model.device)
+            return faithfulness(ScoreFunction(model, target, "prob"), inputs, saliency.to(inputs.device),
+                                batch_size=batch_size)
+        return self._run(work)

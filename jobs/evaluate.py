@@ -1,0 +1,88 @@
+"""`aosa evaluate`: every video of a manifest x every method, on Ray, into a Parquet result store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ray
+
+from engine.errors import ConfigError
+from engine.evaluate import Evaluation
+from engine.manifests import read_manifest
+from engine.store import ResultStore
+from jobs.common import add_method_options, method_params, run_guarded
+from schemas.run_config import RunConfig, parse_methods
+
+MAX_EXIT_FAILURES = 99
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aosa evaluate", description=__doc__)
+    parser.add_argument("--manifest", type=Path, required=True, help="CSV or Parquet manifest")
+    parser.add_argument("--model", required=True, help="model SPEC (see `aosa explain --help`)")
+    parser.add_argument("--methods", default="aosa,aosa-approx,osa",
+                        help="comma-separated; an entry may carry options: aosa:top_k=0,aosa-approx:relu=false")
+    parser.add_argument("--store", type=Path, required=True, help="result store directory")
+    parser.add_argument("--run-id", default=None, help="run id (default: a new one); reuse it to resume")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                        help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
+    parser.add_argument("--device", default="auto", help="model device: auto, cpu or cuda")
+    parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "dali"))
+    parser.add_argument("--start", type=int, default=0, help="first frame of every clip")
+    parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
+    parser.add_argument("--decode-actors", type=int, default=1, help="decode + flow actors")
+    parser.add_argument("--max-in-flight", type=int, default=4, help="videos decoded or scored at once")
+    parser.add_argument("--metric-batch-size", type=int, default=16, help="clips per deletion/insertion pass")
+    add_method_options(parser)
+    return parser
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if min(args.model_actors, args.decode_actors, args.max_in_flight) < 1:
+        raise ConfigError("--model-actors, --decode-actors and --max-in-flight must be at least 1")
+    return RunConfig(run_id=args.run_id or new_run_id(), manifest=str(args.manifest.resolve()), model=args.model,
+                     methods=tuple(parse_methods(args.methods, method_params(args))),
+                     device=args.device, decoder=args.decoder,
+                     model_actors=args.model_actors, decode_actors=args.decode_actors,
+                     max_videos_in_flight=args.max_in_flight, metric_batch_size=args.metric_batch_size,
+                     start=args.start, limit=args.limit)
+
+
+def connect(address: str | None, cpus_needed: int) -> None:
+    """Join the cluster at `address`, or start an embedded local one with enough CPU slots for the actors."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, cpus_needed), include_dashboard=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    rows = read_manifest(args.manifest)[: config.limit]
+    connect(args.address, config.model_actors + config.decode_actors)
+    with Evaluation(config, ResultStore(args.store)) as evaluation:
+        summary = evaluation.run(rows)
+    print(f"run {config.run_id}: {summary.ok} units ok, {summary.failed} failed, "
+          f"{summary.skipped} already stored -> {args.store}")
+    return min(summary.failed, MAX_EXIT_FAILURES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_guarded("evaluate", run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

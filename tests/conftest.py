@@ -1,0 +1,12 @@
+"""Shared fixtures: one embedded Ray cluster per test session (starting one takes seconds)."""
+
+import pytest
+import ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster with CPU slots for two model actors and a decode actor."""
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,101 @@
+"""`aosa evaluate` on an embedded Ray cluster: sharded maps equal a single-process run, every unit is
+stored exactly once, failures are rows, and a stopped run resumes without duplicates."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.explain import explain_clip
+from engine.manifests import write_manifest
+from engine.models import load_model
+from engine.preprocess import load_clip
+from engine.store import ResultStore
+from jobs.evaluate import main
+from kernels.metrics import faithfulness
+from kernels.scoring import ScoreFunction
+from schemas.manifest import ManifestRow
+from schemas.method_params import MethodParams
+from tests.videos import moving_square, write_video
+
+METHODS = "aosa,aosa-approx,osa,aosa:top_k=0"
+OPTIONS = ["--stride", "32", "--model-actors", "2", "--model", "probe3d"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, list[ManifestRow]]:
+    root = tmp_path_factory.mktemp("dataset")
+    rows = []
+    for i in range(2):
+        path = write_video(root / f"v{i}.mp4", moving_square(18, 96, 128, step=2 + i))
+        rows.append(ManifestRow(f"v{i}", path, label=i, boxes=((0, 4, 4, 40, 40), (3, 10, 4, 46, 40))))
+    rows.append(ManifestRow("gone", root / "gone.mp4", label=1))
+    manifest = root / "manifest.csv"
+    write_manifest(rows, manifest)
+    return manifest, rows
+
+
+def metrics_rows(store: Path, run_id: str) -> list[dict]:
+    return ResultStore(store).table("metrics", run_id).to_pylist()
+
+
+def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster, dataset, tmp_path):
+    manifest, rows = dataset
+    store = tmp_path / "store"
+    code = main(["--manifest", str(manifest), "--methods", METHODS, "--store", str(store), "--run-id", "e2e",
+                 *OPTIONS])
+    assert code == 4  # the missing video fails all four of its units; the exit status counts them
+    stored = metrics_rows(store, "e2e")
+    keys = [(r["video_id"], r["method"]) for r in stored]
+    assert len(keys) == len(set(keys)) == 3 * 4
+    failed = [r for r in stored if r["status"] == "error"]
+    assert {r["video_id"] for r in failed} == {"gone"} and all("not found" in r["error"] for r in failed)
+
+    model = load_model("probe3d", "cpu")
+    for row in rows[:2]:
+        clip = load_clip(row.path, model.preprocessing)
+        for method, params in (("aosa", MethodParams(stride=32)), ("osa", MethodParams(stride=32)),
+                               ("aosa-approx", MethodParams(stride=32)), ("aosa:top_k=0", MethodParams(stride=32, top_k=0))):
+            reference = explain_clip(clip, model, method.split(":")[0], params, target=row.label)
+            unit = next(r for r in stored if (r["video_id"], r["method"]) == (row.video_id, method))
+            saved = ResultStore(store).load_map(unit["map_path"]).astype(np.float32)
+            scale = np.abs(reference.saliency).max()
+            np.testing.assert_allclose(saved, reference.saliency, atol=2e-3 * scale, rtol=2e-3)
+            expected = faithfulness(ScoreFunction(model, row.label, "prob"), clip.tensor,
+                                    torch.from_numpy(reference.saliency))
+            assert unit["target"] == row.label and unit["n_forward"] == reference.n_forward
+            assert unit["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-4)
+            assert unit["insertion_auc"] == pytest.approx(expected.insertion_auc, abs=1e-4)
+            assert len(unit["deletion_curve"]) == 29 and unit["spt_frames"] == 2
+
+
+def test_resume_after_a_stop_stores_the_rest_and_duplicates_nothing(ray_cluster, dataset, tmp_path, monkeypatch):
+    manifest, _ = dataset
+    store = tmp_path / "store"
+    args = ["--manifest", str(manifest), "--methods", "aosa,aosa-approx", "--store", str(store), "--run-id", "r",
+            *OPTIONS]
+    write_parquet = ResultStore._write_parquet
+    metrics_files = []
+
+    def die_before_the_fourth_metrics_file(self, name, run_id, partitions, unit, table):
+        if name == "metrics" and len(metrics_files) == 3:
+            raise KeyboardInterrupt  # the driver dies: this unit's timings and map are on disk, its metrics not
+        metrics_files.extend([unit] if name == "metrics" else [])
+        write_parquet(self, name, run_id, partitions, unit, table)
+
+    monkeypatch.setattr(ResultStore, "_write_parquet", die_before_the_fourth_metrics_file)
+    assert main(args) == 130
+    before = metrics_rows(store, "r")
+    assert len(before) == 3
+    monkeypatch.setattr(ResultStore, "_write_parquet", write_parquet)
+    failing_left = 2 - sum(row["video_id"] == "gone" for row in before)
+    assert main(args) == failing_left  # the exit status counts this run's failures: the missing video's units
+    stored = metrics_rows(store, "r")
+    keys = [(r["video_id"], r["method"]) for r in stored]
+    assert len(keys) == len(set(keys)) == 6
+    timings = ResultStore(store).table("timings", "r").to_pylist()
+    totals = [(t["video_id"], t["method"]) for t in timings if t["stage"] == "total"]
+    assert len(totals) == len(set(totals)) == 4  # four ok units, none timed twice
+    assert main(args) == 0  # a third run finds everything stored
+    assert len(metrics_rows(store, "r")) == 6
