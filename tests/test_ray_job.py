@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
 
 from engine.manifests import write_manifest
 from engine.store import ResultStore
@@ -84,3 +86,13 @@ def test_ray_job_submit_runs_evaluate_with_token_auth(head, tmp_path):
     assert "succeeded" in submitted.stdout + submitted.stderr
     rows = ResultStore(store).table("metrics", "job").to_pylist()
     assert [(row["video_id"], row["method"], row["status"]) for row in rows] == [("clip", "aosa-approx", "ok")]
+
+
+def test_cluster_yaml_is_a_valid_launcher_config_that_keeps_token_auth():
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    starts = [command for command in commands if "ray start" in command]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in command for command in starts)
+    assert "~/.ray/auth_token" in config["file_mounts"]
+    assert "disabled" not in (REPO / "cluster.yaml").read_text()
