@@ -1,9 +1,11 @@
-"""`aosa report --store DIR [--run-id ID]`: the paper's Table I for one run of the result store.
+"""`aosa report --store DIR [--run-id ID] [--table 1|4|5|6|7|all]`: the paper's tables for one run.
 
-Rows are methods, column groups are deletion / insertion, over-all, S-PT and seconds per map, one column
+Rows are methods (method keys, so `aosa:top_k=0` is its own row), column groups are metrics, one column
 per model inside each group; means over the run's `ok` metrics rows. S-PT is total hits / total frames
-over the videos with boxes ('-' when none). `--format csv|json` gives the same numbers one row per
-method x model instead; the counts line then goes to stderr.
+over the videos with boxes ('-' when none). The presets pick the paper's layouts: Table I deletion /
+insertion and over-all, IV S-PT, V seconds per map, VI single vs integrated AOSA masks (over-all of the
+`aosa` rows), VII AOSA-approx with and without conditional sampling and ReLU (the `aosa-approx` rows).
+`--format csv|json` gives the numbers one row per method x model instead; the counts go to stderr.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -21,7 +24,7 @@ from jobs.common import run_guarded
 from jobs.query import add_store_options, aligned, open_store, render
 
 CELLS_SQL = """
-SELECT method, model, count(*) AS videos,
+SELECT method, any_value(method_name) AS method_name, model, count(*) AS videos,
        avg(deletion_auc) AS deletion_auc, avg(insertion_auc) AS insertion_auc, avg(overall) AS overall,
        sum(spt_hits) FILTER (WHERE spt_frames > 0) AS spt_hits,
        sum(spt_frames) FILTER (WHERE spt_frames > 0) AS spt_frames,
@@ -52,9 +55,31 @@ GROUPS = {  # column group -> the CELLS_SQL columns shown in its cells, joined b
 }
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A table of the paper: its title, column groups, and which method rows it shows (None: all)."""
+
+    title: str
+    groups: tuple[str, ...]
+    method_name: str | None = None
+
+
+PRESETS = {
+    "all": Preset("Deletion / insertion, over-all, S-PT and seconds per map", tuple(GROUPS)),
+    "1": Preset("Table I: deletion (lower is better) / insertion (higher), over-all (higher)",
+                ("deletion / insertion", "over-all")),
+    "4": Preset("Table IV: spatial pointing game (S-PT, higher is better)", ("S-PT",)),
+    "5": Preset("Table V: mean seconds per map", ("s / map",)),
+    "6": Preset("Table VI: AOSA with single (top_k=0) vs integrated masks, over-all", ("over-all",), "aosa"),
+    "7": Preset("Table VII: AOSA-approx with / without conditional sampling and ReLU",
+                ("deletion / insertion", "S-PT"), "aosa-approx"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa report", description="Table I (method x model) of one run.")
     parser.add_argument("--run-id", default=None, help="run to report (default: the latest started)")
+    parser.add_argument("--table", choices=tuple(PRESETS), default="all", help="which of the paper's tables")
     add_store_options(parser)
     return parser
 
@@ -72,15 +97,18 @@ def choose_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str:
     return run_id
 
 
-def table_one(cells: list[dict[str, Any]]) -> str:
-    """The Table I layout: a method per row, a column per model in each group of GROUPS."""
+def layout(cells: list[dict[str, Any]], preset: Preset = PRESETS["all"]) -> str:
+    """The paper's layout: a method per row, a column per model in each of the preset's groups."""
+    cells = [cell for cell in cells if preset.method_name in (None, cell["method_name"])]
+    if not cells:
+        return "(no successful maps for this table)"
     models = list(dict.fromkeys(cell["model"] for cell in cells))
     by_key = {(cell["method"], cell["model"]): cell for cell in cells}
-    header = [["method"] + [group if i == 0 else "" for group in GROUPS for i in range(len(models))],
-              [""] + models * len(GROUPS)]
-    body = [[method] + [_cell(group, by_key.get((method, model))) for group in GROUPS for model in models]
+    header = [["method"] + [group if i == 0 else "" for group in preset.groups for i in range(len(models))],
+              [""] + models * len(preset.groups)]
+    body = [[method] + [_cell(group, by_key.get((method, model))) for group in preset.groups for model in models]
             for method in dict.fromkeys(cell["method"] for cell in cells)]
-    return aligned(header, body)
+    return preset.title + "\n\n" + aligned(header, body)
 
 
 def _cell(group: str, cell: dict[str, Any] | None) -> str:
@@ -97,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
               f"{ok} maps ok, {failed} failed")
     if args.format == "table":
         cells = [dict(zip(columns, row)) for row in rows]
-        print(counts + "\n\n" + (table_one(cells) if cells else "(no successful maps)"))
+        print(counts + "\n\n" + layout(cells, PRESETS[args.table]))
     else:
         print(render(columns, rows, args.format))
         print(counts, file=sys.stderr)

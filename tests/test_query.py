@@ -169,9 +169,10 @@ def test_report_table_one_layout(store_dir, capsys):
     code, lines = report_lines(capsys, "--store", str(store_dir))
     assert code == 0
     assert lines[0] == "run latest: 2 videos with maps, 1 with errors; 12 maps ok, 1 failed"
-    assert lines[2].split("  ")[0] == "method" and "deletion / insertion" in lines[2] and "S-PT" in lines[2]
-    assert lines[3].split() == [*MODELS] * 4
-    rows = {line.split()[0]: line for line in lines[5:]}
+    assert lines[2].startswith("Deletion / insertion, over-all")
+    assert lines[4].split("  ")[0] == "method" and "deletion / insertion" in lines[4] and "S-PT" in lines[4]
+    assert lines[5].split() == [*MODELS] * 4
+    rows = {line.split()[0]: line for line in lines[7:]}
     assert list(rows) == list(METHODS)
     for k, method in enumerate(METHODS):
         cells = [cell_values(k, m) for m in range(len(MODELS))]
@@ -180,6 +181,17 @@ def test_report_table_one_layout(store_dir, capsys):
                     + (["-", "-"] if method.startswith("osa") else [f"{(2 * k + 1) / 8:.3f}"] * 2)
                     + [f"{c['seconds_total']:.3f}" for c in cells])
         assert [cell.strip() for cell in rows[method][len(method):].split("  ") if cell.strip()] == expected
+
+
+@pytest.mark.parametrize(("table", "title", "methods"), [
+    ("1", "Table I:", METHODS), ("4", "Table IV:", METHODS), ("5", "Table V:", METHODS),
+    ("6", "Table VI:", [m for m in METHODS if m.split(":")[0] == "aosa"]),
+    ("7", "Table VII:", [m for m in METHODS if m.split(":")[0] == "aosa-approx"]),
+])
+def test_report_presets_pick_the_papers_tables(store_dir, capsys, table, title, methods):
+    code, lines = report_lines(capsys, "--store", str(store_dir), "--table", table)
+    assert code == 0 and lines[2].startswith(title)
+    assert [line.split()[0] for line in lines[7:]] == list(methods)
 
 
 def test_report_run_choice_and_json(store_dir, capsys):
