@@ -84,3 +84,24 @@ def save_frame_grid(frames: np.ndarray, saliency: np.ndarray, path: Path, title:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     return path
+
+
+def save_sanity_plot(curves: dict[str, list[tuple[str, float]]], path: Path, title: str = "") -> Path:
+    """Line plot of Spearman correlation with the original map as layers are randomized from the logits down."""
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for method, points in curves.items():
+        axes.plot(range(len(points) + 1), [1.0] + [value for _, value in points], marker="o", label=method)
+    layers = next(iter(curves.values()), [])
+    axes.set_xticks(range(len(layers) + 1), ["original"] + [name for name, _ in layers], rotation=45, ha="right")
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.set_ylim(-1.05, 1.05)
+    axes.set_xlabel("layers re-initialized (cumulative, from the logits down)")
+    axes.set_ylabel("Spearman rank correlation")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
