@@ -26,6 +26,11 @@ class CountingModel:
     def __init__(self, model: LoadedModel) -> None:
         self.model, self.clips, self.seconds = model, 0, 0.0
 
+    @property
+    def module(self) -> torch.nn.Module:
+        """The wrapped torch module (Grad-CAM hooks its layers; calls still go through this wrapper)."""
+        return self.model.module
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         logits = self.model(batch)

@@ -31,13 +31,19 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--radius", type=int, default=defaults.radius, help="conditional fill neighbourhood")
     group.add_argument("--flow", choices=FLOWS, default=defaults.flow, help="optical flow algorithm")
     group.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random draw")
+    group.add_argument("--layer", default=defaults.layer, help="gradcam: dotted module path (default: last Conv3d)")
+    group.add_argument("--noise", type=float, default=defaults.noise,
+                       help="smoothgrad: noise std as a fraction of the input range")
+    group.add_argument("--smooth-samples", type=int, default=defaults.smooth_samples,
+                       help="smoothgrad: noisy copies averaged")
 
 
 def method_params(args: argparse.Namespace) -> MethodParams:
     """MethodParams from parsed `add_method_options` arguments."""
     return MethodParams(stride=args.stride, mask=args.mask, top_k=args.top_k, fill=args.fill, score=args.score,
                         relu=args.relu, aggregate=args.aggregate, batch_size=args.batch_size,
-                        samples=args.samples, radius=args.radius, flow=args.flow, seed=args.seed)
+                        samples=args.samples, radius=args.radius, flow=args.flow, seed=args.seed,
+                        layer=args.layer, noise=args.noise, smooth_samples=args.smooth_samples)
 
 
 def run_guarded(name: str, job: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,

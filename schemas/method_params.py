@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,15 +33,20 @@ class MethodParams:
     radius: int = 4                      # conditional fill: neighbour patch offsets within +-radius
     flow: str = "farneback"              # optical flow algorithm
     seed: int = 0                        # seeds every random draw of a method
+    layer: str | None = None             # Grad-CAM layer, a dotted module path (None: the last Conv3d)
+    noise: float = 0.15                  # SmoothGrad noise std as a fraction of the input's value range
+    smooth_samples: int = 16             # SmoothGrad noisy copies averaged
 
     def __post_init__(self) -> None:
         positive = {"stride": self.stride, "mask": self.mask, "batch_size": self.batch_size,
-                    "samples": self.samples, "radius": self.radius}
+                    "samples": self.samples, "radius": self.radius, "smooth_samples": self.smooth_samples}
         for name, value in positive.items():
             if value < 1:
                 raise ParamsError(f"{name} must be at least 1, got {value}")
         if self.top_k < 0:
             raise ParamsError(f"top_k must be at least 0, got {self.top_k}")
+        if not 0 <= self.noise < math.inf:
+            raise ParamsError(f"noise must be a finite number at least 0, got {self.noise}")
         for name, value, allowed in (("fill", self.fill, FILLS), ("score", self.score, SCORES),
                                      ("aggregate", self.aggregate, AGGREGATES), ("flow", self.flow, FLOWS)):
             if value is not None and value not in allowed:
@@ -79,4 +85,9 @@ def _convert(name: str, text: str, like: Any) -> Any:
             return int(text)
         except ValueError:
             raise ParamsError(f"{name} must be an integer, got {text!r}") from None
+    if isinstance(like, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ParamsError(f"{name} must be a number, got {text!r}") from None
     return text

@@ -5,9 +5,12 @@ from __future__ import annotations
 from kernels.methods.aosa import AOSA
 from kernels.methods.aosa_approx import AOSAApprox
 from kernels.methods.base import ExplanationMethod
+from kernels.methods.gradients import GradCAM, GradientSaliency, SmoothGrad
 from kernels.methods.osa import OSA
+from kernels.methods.random_map import RandomMap
 
-METHODS: dict[str, type[ExplanationMethod]] = {cls.name: cls for cls in (AOSA, AOSAApprox, OSA)}
+METHODS: dict[str, type[ExplanationMethod]] = {
+    cls.name: cls for cls in (AOSA, AOSAApprox, OSA, GradCAM, SmoothGrad, GradientSaliency, RandomMap)}
 
 
 def get_method(name: str) -> type[ExplanationMethod]:
