@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, VideoError
 from engine.preprocess import ClipGeometry
 from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, REQUIRED_COLUMNS, ManifestError, ManifestRow,
                               check_text)
@@ -101,9 +101,14 @@ def write_manifest(rows: Sequence[ManifestRow], path: Path) -> None:
 
 def model_boxes(row: ManifestRow, geometry: ClipGeometry, frames: int) -> list[tuple[int, int, int, int, int]]:
     """The row's boxes as (frame, x0, y0, x1, y1) in model-input pixels; boxes on frames outside
-    [0, frames) or wholly outside the crop are dropped."""
+    [0, frames) or cut away by the centre crop are dropped. A box wholly outside the source frame is an
+    annotation error (VideoError kind "bad_box")."""
+    height, width = geometry.source
     mapped = []
     for frame, x0, y0, x1, y1 in row.boxes or ():
+        if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+            raise VideoError(row.path, f"box {[frame, x0, y0, x1, y1]} lies outside the {width}x{height} frame",
+                             "bad_box")
         box = geometry.map_box(x0, y0, x1, y1) if 0 <= frame < frames else None
         if box is not None:
             mapped.append((frame, *box))
