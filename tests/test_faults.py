@@ -1,0 +1,107 @@
+"""Faults of DESIGN.md section 9: bad inputs become error rows while the rest of the run completes, and a
+model actor killed mid-run is restarted with its shard redone, nothing lost or stored twice."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from engine.manifests import write_manifest
+from engine.store import ResultStore
+from jobs.evaluate import main
+from schemas.manifest import ManifestRow
+from tests.videos import moving_square, write_video
+
+
+def bad_and_good_videos(root: Path) -> tuple[list[ManifestRow], dict[str, str]]:
+    """Manifest rows for good clips and for each bad input; expected error kind per bad video id."""
+    square = moving_square(20, 96, 128)
+    good = write_video(root / "good.mp4", square)
+    text = root / "notes.mp4"
+    text.write_text("not a video\n")
+    empty = root / "empty.mp4"
+    empty.touch()
+    webm = write_video(root / "whole.webm", square, "libvpx-vp9")
+    truncated = root / "truncated.webm"
+    truncated.write_bytes(webm.read_bytes()[: webm.stat().st_size // 2])
+    ffv1 = write_video(root / "lossless.mkv", square, "ffv1")
+    unknown = root / "unknown.mkv"
+    unknown.write_bytes(ffv1.read_bytes().replace(b"V_FFV1", b"V_QQQQ"))
+    rows = [
+        ManifestRow("good", good, label=0, boxes=((0, 10, 10, 40, 40),)),
+        ManifestRow("odd-size", write_video(root / "odd.mov", moving_square(20, 9, 17, side=4), "png"), label=1),
+        ManifestRow("grey", write_video(root / "grey.mov", moving_square(20, 48, 64)[..., 0], "png", pix_fmt="gray"),
+                    label=2),
+        ManifestRow("alpha", write_video(root / "alpha.mov", np.concatenate(
+            [moving_square(20, 48, 64), np.full((20, 48, 64, 1), 200, np.uint8)], axis=3), "png", pix_fmt="rgba"),
+                    label=3),
+        ManifestRow("missing", root / "missing.mp4", label=0),
+        ManifestRow("empty", empty, label=0),
+        ManifestRow("text", text, label=0),
+        ManifestRow("truncated", truncated, label=0),
+        ManifestRow("unknown-codec", unknown, label=0),
+        ManifestRow("short", write_video(root / "short.mp4", moving_square(8, 96, 128)), label=0),
+        ManifestRow("tiny", write_video(root / "tiny.mov", moving_square(20, 40, 1, side=1), "png"), label=0),
+        ManifestRow("bad-label", good, label=9),
+        ManifestRow("box-outside", good, label=0, boxes=((0, 500, 10, 540, 40),)),
+    ]
+    expected = {"missing": "missing_file", "empty": "empty_file", "text": "not_video", "truncated": "decode_error",
+                "unknown-codec": "unsupported_codec", "short": "too_few_frames", "tiny": "bad_resolution",
+                "bad-label": "label", "box-outside": "bad_box"}
+    return rows, expected
+
+
+def test_every_bad_input_is_an_error_row_and_the_good_ones_complete(ray_cluster, tmp_path):
+    rows, expected = bad_and_good_videos(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(rows, manifest)
+    store = tmp_path / "store"
+    code = main(["--manifest", str(manifest), "--model", "probe3d", "--methods", "aosa-approx", "--store",
+                 str(store), "--run-id", "bad", "--model-actors", "1"])
+    assert code == len(expected)
+    stored = {row["video_id"]: row for row in ResultStore(store).table("metrics", "bad").to_pylist()}
+    assert set(stored) == {row.video_id for row in rows}
+    for video_id, row in stored.items():
+        if video_id in expected:
+            assert (row["status"], row["error_kind"]) == ("error", expected[video_id]), row
+            assert row["error"] and "\n" not in row["error"] and "Traceback" not in row["error"]
+        else:
+            assert row["status"] == "ok" and row["deletion_auc"] is not None, row
+    assert str(tmp_path / "missing.mp4") in stored["missing"]["error"]
+    assert "label 9" in stored["bad-label"]["error"] and "500" in stored["box-outside"]["error"]
+
+
+def kill_one_model_actor_when(store: Path, killed: list[int]) -> None:
+    """Wait for the first stored unit, then SIGKILL one model actor's process."""
+    deadline = time.monotonic() + 300
+    while not list((store / "metrics").rglob("part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if any("ModelWorker" in part for part in process.info["cmdline"] or []):
+            os.kill(process.info["pid"], signal.SIGKILL)
+            killed.append(process.info["pid"])
+            return
+
+
+def test_killed_model_actor_is_restarted_and_its_shard_redone(ray_cluster, tmp_path):
+    rows = [ManifestRow(f"v{i}", write_video(tmp_path / f"v{i}.mp4", moving_square(18, 96, 128, step=2 + i)),
+                        label=i) for i in range(3)]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(rows, manifest)
+    store = tmp_path / "store"
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_one_model_actor_when, args=(store, killed))
+    killer.start()
+    code = main(["--manifest", str(manifest), "--model", "probe3d", "--methods", "osa", "--store", str(store),
+                 "--run-id", "kill", "--model-actors", "2", "--max-in-flight", "2"])
+    killer.join()
+    assert killed, "no model actor process was found to kill"
+    assert code == 0
+    stored = ResultStore(store).table("metrics", "kill").to_pylist()
+    keys = [(row["video_id"], row["method"]) for row in stored]
+    assert len(keys) == len(set(keys)) == 3 and all(row["status"] == "ok" for row in stored)
