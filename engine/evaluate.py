@@ -76,8 +76,10 @@ class Evaluation:
                 get_method(spec.name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        self.models = [ModelActor.options(**self._model_resources()).remote(config.model, config.device)
-                       for _ in range(config.model_actors)]
+        batch_size = max(spec.params.batch_size for spec in config.methods)
+        self.models = [ModelActor.options(**self._model_resources()).remote(
+            config.model, config.device, config.backend, max(batch_size, config.metric_batch_size),
+            config.engine_cache) for _ in range(config.model_actors)]
         try:
             described = ray.get(self.models[0].describe.remote(), timeout=ACTOR_START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
@@ -86,7 +88,7 @@ class Evaluation:
                               f"the resources for {config.model_actors} of them ({ray.available_resources()} free)"
                               ) from None
         self.preprocessing, self.num_classes = described["preprocessing"], described["num_classes"]
-        self.device = described["device"]
+        self.device = f'{described["device"]} ({described["backend"]})'
         self.preparers = [VideoActor.remote(self.preprocessing, config.decoder, config.start)
                           for _ in range(config.decode_actors)]
         self._next_model = itertools.cycle(self.models)

@@ -39,11 +39,16 @@ class LoadedModel:
     preprocessing: Preprocessing
     spec: str
     device: torch.device
+    compiled: nn.Module | None = None  # a compiled engine (engine.backends) for passes that need no gradient
     _num_classes: int | None = field(default=None, init=False, repr=False)
 
     def __call__(self, batch: Tensor) -> Tensor:
-        """(B, C, T, H, W) float batch -> (B, num_classes) logits; gradients flow to the input."""
-        return self.module(batch.to(self.device))
+        """(B, C, T, H, W) float batch -> (B, num_classes) logits; gradients flow to the input, through the
+        eager module (a compiled engine serves only passes run without gradients)."""
+        batch = batch.to(self.device)
+        if self.compiled is not None and not torch.is_grad_enabled():
+            return self.compiled(batch)
+        return self.module(batch)
 
     @property
     def num_classes(self) -> int:
@@ -126,11 +131,23 @@ def _sidecar(spec_path: str, defaults: Preprocessing | None) -> Preprocessing:
 
 def _load_weights(name: str, path: Path) -> nn.Module:
     """Zoo model `name` with the state dict in `path` (weights_only), strictly matched."""
-    state = _state_dict(_torch_load(path), path)
-    module = ZOO[name].builder()
+    loaded = _torch_load(path)
+    state = _state_dict(loaded, path)
+    module = _build_for(name, loaded, state, path)
     _check_fit(module.state_dict(), state, path, name)
     module.load_state_dict(state, strict=True)
     return module.eval()
+
+
+def _build_for(name: str, loaded: Any, state: dict[str, Tensor], path: Path) -> nn.Module:
+    """Zoo model `name` for a checkpoint: its "arch", if recorded, must be the entry's; an entry with a `head`
+    takes its class count from that weight's rows (a 101-class fine-tuned checkpoint gives a 101-class model)."""
+    entry = ZOO[name]
+    arch = loaded.get("arch") if isinstance(loaded, dict) and entry.arch else None
+    if arch is not None and arch != entry.arch:
+        raise ModelError(f"{path}: checkpoint records arch {arch!r}; {name} loads {entry.arch!r} checkpoints")
+    head = state.get(entry.head) if entry.head else None
+    return entry.builder() if head is None or head.dim() == 0 else entry.builder(num_classes=head.shape[0])
 
 
 def _torch_load(path: Path) -> Any:

@@ -64,7 +64,7 @@ def probe_video(path: Path | str) -> VideoInfo:
 
 def choose_backend(info: VideoInfo, device: str) -> str:
     """'dali' when DALI imports and its decoder for `device` reads the file's codec, else 'pyav'."""
-    return "dali" if info.codec in _dali_codecs(device) and _dali_import_error() is None else "pyav"
+    return "dali" if info.codec in _dali_codecs(device) and dali_unavailable() is None else "pyav"
 
 
 def decode_frames(path: Path | str, start: int, count: int, backend: str = "auto",
@@ -153,7 +153,7 @@ def _dali_codecs(device: str) -> frozenset[str]:
 
 
 @functools.cache
-def _dali_import_error() -> str | None:
+def dali_unavailable() -> str | None:
     """Why nvidia.dali does not import here, or None when it does (checked once; the import is heavy)."""
     try:
         import nvidia.dali  # noqa: F401
@@ -166,7 +166,7 @@ def _resolve_backend(info: VideoInfo, backend: str, device: str) -> str:
     """The backend that will decode this file; an explicit 'dali' must be able to."""
     if backend != "dali":
         return "pyav" if backend == "pyav" else choose_backend(info, device)
-    why = _dali_import_error()
+    why = dali_unavailable()
     if why is not None:
         raise ConfigError(f"decode backend 'dali' needs NVIDIA DALI, which does not import here ({why})")
     codecs = _dali_codecs(device)

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from engine.backends import use_backend
 from engine.errors import AosaError
 from engine.explain import CountingModel
 from engine.flow import compute_flow
@@ -87,15 +89,17 @@ class ModelResult:
 class ModelWorker:
     """Holds one model on one device; every forward pass of an evaluation runs here."""
 
-    def __init__(self, spec: str, device: str = "auto") -> None:
+    def __init__(self, spec: str, device: str = "auto", backend: str = "eager", batch_size: int = 16,
+                 engine_cache: str = "~/.cache/aosa/engines") -> None:
         self.model = load_model(spec, device)
+        self.backend = use_backend(self.model, backend, batch_size, Path(engine_cache).expanduser())
         prep = self.model.preprocessing
         self.space = InputSpace(mean=prep.mean, std=prep.std)
 
     def describe(self) -> dict[str, Any]:
         """Preprocessing, class count and device, for the scheduler."""
         return {"preprocessing": self.model.preprocessing, "num_classes": self.model.num_classes,
-                "device": str(self.model.device)}
+                "device": str(self.model.device), "backend": self.backend}
 
     def _run(self, work) -> ModelResult:
         counted = CountingModel(self.model)

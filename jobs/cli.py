@@ -10,10 +10,11 @@ JOBS = {
     "explain": "one saliency map for one video",
     "evaluate": "every video of a manifest x every method, on Ray, into a Parquet result store",
     "sanity": "cascade randomization of each method's maps (the paper's Fig. 8)",
+    "doctor": "which backends this machine has (TensorRT, DALI, CUDA flow) and why not the others",
     "benchmark": "time maps against plain forward passes (ratios measured in one run)",
     "manifest": "turn UCF101 / UCF101-24 / Kinetics annotations into a manifest",
     "query": "read-only SQL (DuckDB) over a result store's runs, metrics, timings and maps",
-    "report": "Table I of a run: deletion / insertion, over-all, S-PT, seconds per map",
+    "report": "the paper's tables (I, IV-VII) of a run: deletion / insertion, over-all, S-PT, seconds per map",
     "synth": "write the synthetic probe benchmark: moving-target videos with boxes, and their manifest",
     "train_probe": "train the probe model on synthetic clips and write its weights (engine/weights/probe.pth)",
 }

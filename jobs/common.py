@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
+from engine.backends import BACKENDS
 from engine.errors import AosaError
 from schemas.method_params import AGGREGATES, FILLS, FLOWS, SCORES, MethodParams, ParamsError
 from schemas.preprocessing import PreprocessingError
@@ -36,6 +38,15 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                        help="smoothgrad: noise std as a fraction of the input range")
     group.add_argument("--smooth-samples", type=int, default=defaults.smooth_samples,
                        help="smoothgrad: noisy copies averaged")
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the model runs: device, execution backend, compiled-engine cache."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="eager torch, or TensorRT (fp16, GPUs only); auto: TensorRT when it can run")
+    parser.add_argument("--engine-cache", type=Path, default=Path.home() / ".cache" / "aosa" / "engines",
+                        help="where compiled TensorRT engines are kept")
 
 
 def method_params(args: argparse.Namespace) -> MethodParams:

@@ -16,7 +16,7 @@ from engine.errors import ConfigError
 from engine.evaluate import Evaluation
 from engine.manifests import read_manifest
 from engine.store import ResultStore
-from jobs.common import add_method_options, method_params, run_guarded
+from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from schemas.run_config import RunConfig, parse_methods
 
 MAX_EXIT_FAILURES = 99
@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
-    parser.add_argument("--device", default="auto", help="model device: auto, cpu or cuda")
     parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "dali"))
     parser.add_argument("--start", type=int, default=0, help="first frame of every clip")
     parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
     parser.add_argument("--decode-actors", type=int, default=1, help="decode + flow actors")
     parser.add_argument("--max-in-flight", type=int, default=4, help="videos decoded or scored at once")
     parser.add_argument("--metric-batch-size", type=int, default=16, help="clips per deletion/insertion pass")
+    add_backend_options(parser)
     add_method_options(parser)
     return parser
 
@@ -53,7 +53,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise ConfigError("--model-actors, --decode-actors and --max-in-flight must be at least 1")
     return RunConfig(run_id=args.run_id or new_run_id(), manifest=str(args.manifest.resolve()), model=args.model,
                      methods=tuple(parse_methods(args.methods, method_params(args))),
-                     device=args.device, decoder=args.decoder,
+                     device=args.device, backend=args.backend, engine_cache=str(args.engine_cache),
+                     decoder=args.decoder,
                      model_actors=args.model_actors, decode_actors=args.decode_actors,
                      max_videos_in_flight=args.max_in_flight, metric_batch_size=args.metric_batch_size,
                      start=args.start, limit=args.limit)

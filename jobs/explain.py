@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.backends import use_backend
 from engine.explain import Explanation, explain_video
 from engine.models import LoadedModel, load_model
 from engine.preprocess import Clip
 from engine.visualize import save_frame_grid, save_overlay_animation
-from jobs.common import add_method_options, method_params, run_guarded
+from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,19 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--start", type=int, default=0, help="first frame of the clip")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "dali"), help="video decoder")
+    add_backend_options(parser)
     add_method_options(parser)
     return parser
 
 
-def write_outputs(out: Path, video: Path, start: int, clip: Clip, model: LoadedModel, result: Explanation) -> dict:
+def write_outputs(out: Path, video: Path, start: int, clip: Clip, model: LoadedModel, result: Explanation,
+                  backend: str) -> dict:
     """saliency.npy, meta.json, overlay.gif and frames.png in `out`; returns the metadata."""
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "saliency.npy", result.saliency.astype(np.float32))
     prep = model.preprocessing
     meta = {
-        "video": str(video), "start": start, "model": model.spec, "device": str(model.device),
+        "video": str(video), "start": start, "model": model.spec, "device": str(model.device), "backend": backend,
         "method": result.method, "params": result.params.to_dict(), "flow": result.flow,
         "target": result.target, "target_name": prep.class_name(result.target),
         "predicted": result.predicted, "predicted_name": prep.class_name(result.predicted),
@@ -58,8 +60,9 @@ def write_outputs(out: Path, video: Path, start: int, clip: Clip, model: LoadedM
 def run(args: argparse.Namespace) -> int:
     params = method_params(args)
     model = load_model(args.model, args.device)
+    backend = use_backend(model, args.backend, params.batch_size, args.engine_cache)
     clip, result = explain_video(args.video, model, args.method, params, args.target, args.start, args.decoder)
-    meta = write_outputs(args.out, args.video, args.start, clip, model, result)
+    meta = write_outputs(args.out, args.video, args.start, clip, model, result, backend)
     print(f"{args.method}: target {meta['target_name']} (score {result.score:.4f}), "
           f"{result.n_forward} clips through the model, {result.timings['total']:.2f} s -> {args.out}")
     return 0

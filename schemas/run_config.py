@@ -52,6 +52,8 @@ class RunConfig:
     model: str
     methods: tuple[MethodSpec, ...]
     device: str = "auto"
+    backend: str = "auto"
+    engine_cache: str = "~/.cache/aosa/engines"
     decoder: str = "auto"
     model_actors: int = 2
     decode_actors: int = 1

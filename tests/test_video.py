@@ -162,7 +162,7 @@ def test_bad_request_is_a_config_error(clips: dict[str, Path], start: int, count
 
 def test_without_dali_auto_uses_pyav_and_dali_is_refused(clips: dict[str, Path],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(video, "_dali_import_error", lambda: "ImportError: no module named nvidia.dali")
+    monkeypatch.setattr(video, "dali_unavailable", lambda: "ImportError: no module named nvidia.dali")
     assert choose_backend(probe_video(clips["vp9"]), "cpu") == "pyav"
     assert decode_frames(clips["vp9"], 0, 4).shape == (4, 48, 80, 3)
     with pytest.raises(ConfigError, match="DALI"):

@@ -1,0 +1,57 @@
+"""Backend selection on a machine without a GPU: auto picks eager, TensorRT fails in one line, and
+torch_tensorrt is never imported; `aosa doctor` says why each missing backend is missing."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.backends import resolve_backend, tensorrt_unavailable
+from engine.errors import ConfigError
+from engine.models import load_model
+from jobs.explain import main as explain
+from tests.videos import moving_square, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_auto_is_eager_and_tensorrt_is_refused_without_cuda():
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "eager" and resolve_backend("eager", cpu) == "eager"
+    with pytest.raises(ConfigError, match="backend 'tensorrt' is not available: TensorRT needs a CUDA device"):
+        resolve_backend("tensorrt", cpu)
+    assert "CUDA" in tensorrt_unavailable(torch.device("cuda"))
+    with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
+        resolve_backend("onnx", cpu)
+
+
+def test_explain_with_tensorrt_on_cpu_is_one_line_and_never_imports_torch_tensorrt(tmp_path, capsys):
+    video = write_video(tmp_path / "clip.mp4", moving_square(16, 64, 64))
+    code = explain([str(video), "--model", "probe3d", "--backend", "tensorrt", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "backend 'tensorrt' is not available" in err[0]
+    assert "torch_tensorrt" not in sys.modules
+
+
+def test_compiled_engine_serves_only_gradient_free_passes():
+    model = load_model("probe3d", "cpu")
+    calls = []
+    model.compiled = lambda batch: calls.append(batch.shape[0]) or torch.zeros(batch.shape[0], 4)
+    clip = torch.randn(2, 3, 16, 112, 112)
+    with torch.no_grad():
+        assert torch.equal(model(clip), torch.zeros(2, 4))
+    x = clip[:1].clone().requires_grad_(True)
+    model(x)[0, 0].backward()  # the gradient path runs the eager module
+    assert calls == [2] and x.grad is not None
+
+
+def test_doctor_reports_backends_and_reasons():
+    result = subprocess.run([sys.executable, "-m", "jobs.doctor"], cwd=REPO, capture_output=True, text=True)
+    lines = dict(re.match(r"(.+?)\s{2,}(.*)", line).groups() for line in result.stdout.splitlines())
+    assert result.returncode == 0
+    assert lines["backend eager"] == "available"
+    assert "CUDA" in lines["backend tensorrt"] and "no CUDA" in lines["flow farneback-cuda"]
+    assert lines["decoder pyav"].startswith("available") and "h264" in lines["decoder pyav"]
