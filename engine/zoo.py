@@ -4,46 +4,74 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 from torchvision import models
 
+from engine.errors import ModelError
+from engine.hara import hara_r2plus1d50, hara_r3d50
 from engine.probe3d import probe3d
 from schemas.preprocessing import Preprocessing
 
 SEED = 0
 FRAMES = 16
 PROBE_CLASSES = ("right", "left", "down", "up")
+PROBE_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                                    classes=PROBE_CLASSES)
+PROBE_WEIGHTS = Path(__file__).parent / "weights" / "probe.pth"  # shipped as package data; jobs/train_probe.py
+SWIN_FRAMES = 32  # clip_len of the evaluation in Swin3D_T_Weights' docs (its meta's min_temporal_size is only 1)
+HARA_CLASSES = 700  # Kinetics-700 pretraining; a checkpoint's fc sets the count it loads with
+HARA_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.4345, 0.4051, 0.3775),
+                                   std=(0.2768, 0.2713, 0.2737))  # mean.py "kinetics" on 0-1 values; no class list
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     """How to build one architecture (deterministic random init) and the clip it expects."""
 
-    builder: Callable[[], nn.Module]
+    builder: Callable[..., nn.Module]
     preprocessing: Preprocessing
+    arch: str | None = None  # the "arch" the original training code records in its checkpoints; another is refused
+    head: str | None = None  # classifier weight's state-dict key: when set, builder(num_classes=its rows) loads weights
 
 
-def _seeded(builder: Callable[[], nn.Module]) -> nn.Module:
+def _seeded(builder: Callable[..., nn.Module], **kwargs: int) -> nn.Module:
     """Build under a fixed seed without touching the caller's RNG, so a spec means the same model everywhere."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        return builder()
+        return builder(**kwargs)
 
 
-def _torchvision_entry(name: str) -> ZooEntry:
+def _torchvision_entry(name: str, frames: int = FRAMES) -> ZooEntry:
     """Kinetics-400 video model `name`, random init; preprocessing read from its weights' metadata offline."""
     weights = models.get_model_weights(name).DEFAULT
     transform = weights.transforms()
-    preprocessing = Preprocessing(frames=FRAMES, size=tuple(transform.crop_size), mean=tuple(transform.mean),
+    preprocessing = Preprocessing(frames=frames, size=tuple(transform.crop_size), mean=tuple(transform.mean),
                                   std=tuple(transform.std), classes=tuple(weights.meta["categories"]))
     return ZooEntry(partial(_seeded, partial(models.get_model_builder(name), weights=None)), preprocessing)
 
 
+def _trained_probe() -> nn.Module:
+    """Probe3D with the shipped weights trained on the synthetic benchmark (DESIGN.md section 6)."""
+    if not PROBE_WEIGHTS.is_file():
+        raise ModelError(f"probe: trained weights {PROBE_WEIGHTS} are missing; "
+                         "create them with `python -m jobs.train_probe`")
+    module = _seeded(probe3d)
+    module.load_state_dict(torch.load(PROBE_WEIGHTS, map_location="cpu", weights_only=True))
+    return module
+
+
 ZOO: dict[str, ZooEntry] = {
-    **{f"torchvision:{name}": _torchvision_entry(name) for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d")},
-    "probe3d": ZooEntry(partial(_seeded, probe3d), Preprocessing(
-        frames=FRAMES, size=(112, 112), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), classes=PROBE_CLASSES)),
+    **{f"torchvision:{name}": _torchvision_entry(name)
+       for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v1_b", "mvit_v2_s")},
+    "torchvision:swin3d_t": _torchvision_entry("swin3d_t", frames=SWIN_FRAMES),
+    "hara:r3d_50": ZooEntry(partial(_seeded, hara_r3d50, num_classes=HARA_CLASSES), HARA_PREPROCESSING,
+                            arch="resnet-50", head="fc.weight"),
+    "hara:r2plus1d_50": ZooEntry(partial(_seeded, hara_r2plus1d50, num_classes=HARA_CLASSES), HARA_PREPROCESSING,
+                                 arch="resnet2p1d-50", head="fc.weight"),
+    "probe3d": ZooEntry(partial(_seeded, probe3d), PROBE_PREPROCESSING),
+    "probe": ZooEntry(_trained_probe, PROBE_PREPROCESSING),
 }
