@@ -23,11 +23,14 @@ def neighbourhood_stats(clip: torch.Tensor, radius: int) -> tuple[torch.Tensor, 
     """
     channels, frames, height, width = clip.shape
     planes = clip.reshape(channels * frames, 1, height, width)
-    ones = torch.ones(1, 1, 2 * radius + 1, 2 * radius + 1, dtype=clip.dtype, device=clip.device)
-    window_sum = F.conv2d(planes, ones, padding=radius) - planes
-    window_sq = F.conv2d(planes * planes, ones, padding=radius) - planes * planes
-    count = F.conv2d(torch.ones_like(planes[:1]), ones, padding=radius) - 1
-    count = count.clamp_min(1)
+    side = 2 * radius + 1
+
+    def window_total(x: torch.Tensor) -> torch.Tensor:  # zero-padded box sum, via a (fast) average pool
+        return F.avg_pool2d(x, side, stride=1, padding=radius, count_include_pad=True) * side * side
+
+    window_sum = window_total(planes) - planes
+    window_sq = window_total(planes * planes) - planes * planes
+    count = (window_total(torch.ones_like(planes[:1])) - 1).round().clamp_min(1)
     mean = window_sum / count
     std = (window_sq / count - mean * mean).clamp_min(0).sqrt()
     return mean.reshape(clip.shape), std.reshape(clip.shape)

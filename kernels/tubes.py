@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -63,39 +64,39 @@ class TubeSet:
         boxes = torch.stack([y0, torch.maximum(y1, y0), x0, torch.maximum(x1, x0)], dim=-1)
         return boxes, signs
 
-    def _chunks(self, batch_size: int):
-        for index in torch.arange(len(self)).split(batch_size):
-            yield index, *self.intersections(index)
+    @cached_property
+    def _overlaps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every mask's overlap boxes, once: flat indices (4, N, S, T) of their corners in a (T, H+1, W+1)
+        grid (order y0x0, y0x1, y1x0, y1x1), signs (S,) and areas (N, S, T)."""
+        chunks = [self.intersections(index) for index in torch.arange(len(self)).split(64)]
+        boxes, signs = torch.cat([boxes for boxes, _ in chunks]), chunks[0][1]
+        y0, y1, x0, x1 = boxes.unbind(-1)
+        frame = torch.arange(self.frames).view(1, 1, -1) * (self.height + 1)
+        corners = torch.stack([((frame + y) * (self.width + 1) + x) for y in (y0, y1) for x in (x0, x1)])
+        return corners, signs, ((y1 - y0) * (x1 - x0)).double()
 
-    def sums(self, voxels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    def sums(self, voxels: torch.Tensor) -> torch.Tensor:
         """Sum (N,) float64 of a (T, H, W) voxel map over each mask, from box sums of an integral image."""
         integral = torch.zeros(self.frames, self.height + 1, self.width + 1, dtype=torch.float64)
         integral[:, 1:, 1:] = voxels.detach().double().cpu().cumsum(1).cumsum(2)
-        frame = torch.arange(self.frames)
-        results = []
-        for _, boxes, signs in self._chunks(batch_size):
-            y0, y1, x0, x1 = boxes.unbind(-1)
-            box = integral[frame, y1, x1] - integral[frame, y0, x1] - integral[frame, y1, x0] + integral[frame, y0, x0]
-            results.append((box.sum(-1) * signs).sum(-1))
-        return torch.cat(results)
+        corners, signs, _ = self._overlaps
+        a, b, c, d = integral.flatten()[corners]
+        return ((a - b - c + d).sum(-1) * signs).sum(-1)
 
     def volumes(self) -> torch.Tensor:
         """Voxel count (N,) of each mask."""
-        return self.sums(torch.ones(self.frames, self.height, self.width))
+        _, signs, areas = self._overlaps
+        return (areas.sum(-1) * signs).sum(-1)
 
-    def paint(self, values: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    def paint(self, values: torch.Tensor) -> torch.Tensor:
         """Voxel map (T, H, W) float64 of sum_i values_i * occ_i(p), painted with 2D difference arrays."""
-        frames = self.frames
-        diff = torch.zeros(frames, self.height + 1, self.width + 1, dtype=torch.float64)
-        frame = torch.arange(frames).expand(1, 1, frames)
-        values = values.detach().double().cpu()
-        for index, boxes, signs in self._chunks(batch_size):
-            weight = (values[index, None] * signs)[..., None].expand(-1, -1, frames)  # (B, S, T)
-            y0, y1, x0, x1 = boxes.unbind(-1)
-            t = frame.expand_as(y0)
-            for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
-                diff.index_put_((t, ys, xs), sign * weight, accumulate=True)
-        return diff.cumsum(1).cumsum(2)[:, :-1, :-1]
+        corners, signs, areas = self._overlaps
+        weight = (values.detach().double().cpu()[:, None] * signs)[..., None].expand(areas.shape).flatten()
+        diff = torch.zeros(self.frames * (self.height + 1) * (self.width + 1), dtype=torch.float64)
+        for corner, sign in zip(corners, (1.0, -1.0, -1.0, 1.0)):
+            diff.index_add_(0, corner.flatten(), weight, alpha=sign)
+        return diff.view(self.frames, self.height + 1, self.width + 1).cumsum(1).cumsum(2)[:, :-1, :-1]
+
 
 def tube_boxes(tracks: torch.Tensor, alive: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
     """Boxes (N, T, 4) of `size` x `size` centred on round(track), clipped to the frame, empty where dead."""
