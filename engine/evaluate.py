@@ -38,6 +38,7 @@ from schemas.method_params import MethodParams
 from schemas.run_config import MethodSpec, RunConfig
 
 
+DECODE_GPU_SHARE = 0.1  # a decode actor with --decode-device cuda shares a GPU with the model actors
 ACTOR_START_TIMEOUT = 600  # seconds; generous for a cluster that must first scale up a GPU node
 
 
@@ -89,7 +90,13 @@ class Evaluation:
                               ) from None
         self.preprocessing, self.num_classes = described["preprocessing"], described["num_classes"]
         self.device = f'{described["device"]} ({described["backend"]})'
-        self.preparers = [VideoActor.remote(self.preprocessing, config.decoder, config.start)
+        decode_gpus = {}
+        if config.decode_device == "cuda":
+            if ray.cluster_resources().get("GPU", 0) <= 0:
+                raise ConfigError("--decode-device cuda: the Ray cluster has no GPUs")
+            decode_gpus = {"num_gpus": DECODE_GPU_SHARE}
+        self.preparers = [VideoActor.options(**decode_gpus).remote(self.preprocessing, config.decoder, config.start,
+                                                                   config.decode_device)
                           for _ in range(config.decode_actors)]
         self._next_model = itertools.cycle(self.models)
         self._next_preparer = itertools.cycle(self.preparers)

@@ -55,16 +55,16 @@ class PreparedVideo:
 
 
 class VideoPreparer:
-    """Decode + flow stage: turns a manifest row into model input, on the CPU."""
+    """Decode + flow stage: turns a manifest row into model input (DALI decodes on `device` when it can)."""
 
-    def __init__(self, preprocessing: Preprocessing, decoder: str = "auto", start: int = 0) -> None:
-        self.preprocessing, self.decoder, self.start = preprocessing, decoder, start
+    def __init__(self, preprocessing: Preprocessing, decoder: str = "auto", start: int = 0, device: str = "cpu") -> None:
+        self.preprocessing, self.decoder, self.start, self.device = preprocessing, decoder, start, device
 
     def prepare(self, row: ManifestRow, flow_methods: tuple[str, ...]) -> PreparedVideo | Failure:
         """Decode the clip and compute each flow; a bad video becomes a Failure, never an exception."""
         try:
             began = time.perf_counter()
-            clip = load_clip(row.path, self.preprocessing, start=self.start, backend=self.decoder)
+            clip = load_clip(row.path, self.preprocessing, start=self.start, backend=self.decoder, device=self.device)
             timings = {"decode": time.perf_counter() - began}
             flows = {}
             for method in flow_methods:

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
     parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "dali"))
+    parser.add_argument("--decode-device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: decode actors take a GPU share so DALI's GPU decoder reads H.264/HEVC/VP9/AV1")
     parser.add_argument("--start", type=int, default=0, help="first frame of every clip")
     parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
     parser.add_argument("--decode-actors", type=int, default=1, help="decode + flow actors")
@@ -54,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(run_id=args.run_id or new_run_id(), manifest=str(args.manifest.resolve()), model=args.model,
                      methods=tuple(parse_methods(args.methods, method_params(args))),
                      device=args.device, backend=args.backend, engine_cache=str(args.engine_cache),
-                     decoder=args.decoder,
+                     decoder=args.decoder, decode_device=args.decode_device,
                      model_actors=args.model_actors, decode_actors=args.decode_actors,
                      max_videos_in_flight=args.max_in_flight, metric_batch_size=args.metric_batch_size,
                      start=args.start, limit=args.limit)

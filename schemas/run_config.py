@@ -55,6 +55,7 @@ class RunConfig:
     backend: str = "auto"
     engine_cache: str = "~/.cache/aosa/engines"
     decoder: str = "auto"
+    decode_device: str = "cpu"
     model_actors: int = 2
     decode_actors: int = 1
     max_videos_in_flight: int = 4
