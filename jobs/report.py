@@ -19,20 +19,10 @@ from typing import Any
 import duckdb
 
 from engine.errors import ConfigError
+from engine.regression import SUMMARY_SQL
 from engine.sql import run_select
 from jobs.common import run_guarded
 from jobs.query import add_store_options, aligned, open_store, render
-
-CELLS_SQL = """
-SELECT method, any_value(method_name) AS method_name, model, count(*) AS videos,
-       avg(deletion_auc) AS deletion_auc, avg(insertion_auc) AS insertion_auc, avg(overall) AS overall,
-       sum(spt_hits) FILTER (WHERE spt_frames > 0) AS spt_hits,
-       sum(spt_frames) FILTER (WHERE spt_frames > 0) AS spt_frames,
-       sum(spt_hits) FILTER (WHERE spt_frames > 0) / sum(spt_frames) FILTER (WHERE spt_frames > 0) AS spt,
-       avg(seconds_total) AS seconds_per_map
-FROM metrics WHERE run_id = ? AND status = 'ok'
-GROUP BY method, model ORDER BY method, model
-"""
 
 COUNTS_SQL = """
 SELECT count(DISTINCT video_id) FILTER (WHERE status = 'ok'),
@@ -47,7 +37,7 @@ WHERE run_id IN (SELECT run_id FROM metrics)
 GROUP BY run_id ORDER BY min(created_at) DESC, run_id DESC LIMIT 1
 """
 
-GROUPS = {  # column group -> the CELLS_SQL columns shown in its cells, joined by " / "
+GROUPS = {  # column group -> the SUMMARY_SQL columns shown in its cells, joined by " / "
     "deletion / insertion": ("deletion_auc", "insertion_auc"),
     "over-all": ("overall",),
     "S-PT": ("spt",),
@@ -119,7 +109,7 @@ def _cell(group: str, cell: dict[str, Any] | None) -> str:
 def run(args: argparse.Namespace) -> int:
     with open_store(args.store).connect(read_only=True) as con:
         run_id = choose_run(con, args.run_id)
-        columns, rows = run_select(con, CELLS_SQL, [run_id])
+        columns, rows = run_select(con, SUMMARY_SQL, [[run_id]])
         (videos_ok, videos_failed, ok, failed), = run_select(con, COUNTS_SQL, [run_id])[1]
     counts = (f"run {run_id}: {videos_ok} videos with maps, {videos_failed} with errors; "
               f"{ok} maps ok, {failed} failed")
