@@ -9,6 +9,9 @@ same batched forward passes on pre-built clean clips, AOSA-approx by one forward
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import statistics
@@ -22,25 +25,21 @@ from typing import Any
 
 import cv2
 import numpy as np
+import psutil
 import torch
 
 from engine.errors import ConfigError
 from engine.explain import CountingModel, choose_target
-from engine.flow import compute_flow
+from engine.flow import compute_flow, resolve_method
 from engine.models import LoadedModel, load_model
+from jobs.common import add_method_options, method_params, run_guarded
 from kernels.anchors import grid_anchors
-from kernels.methods import get_method
+from kernels.methods import ExplanationMethod, get_method
 from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.scoring import ScoreFunction
 from kernels.space import InputSpace
-from jobs.common import add_method_options, method_params, run_guarded
 from schemas.method_params import MethodParams
 
-try:
-    import psutil
-except ImportError:  # Ray vendors psutil in ray/thirdparty_files and puts that folder on sys.path on import
-    import ray  # noqa: F401
-    import psutil
 
 SAMPLE_SECONDS = 0.002
 MIB = 2 ** 20
@@ -106,6 +105,14 @@ class _CudaPeak:
         self.bytes = torch.cuda.max_memory_allocated(self.device) - self._start
 
 
+def _release_free_memory() -> None:
+    """Collect garbage and hand free heap pages back to the OS (glibc malloc_trim), so RSS growth is the stage's."""
+    gc.collect()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 class _RssPeak:
     """Growth of the process RSS over a `with` block, its peak sampled every 2 ms by a background thread."""
 
@@ -113,6 +120,7 @@ class _RssPeak:
         self._process, self.bytes = psutil.Process(), 0
 
     def __enter__(self) -> _RssPeak:
+        _release_free_memory()
         self._start = self._peak = self._process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -194,13 +202,10 @@ def forward_backward(model: LoadedModel, clip: torch.Tensor, target: int, score:
     return run
 
 
-def method_stages(name: str, model: LoadedModel, params: MethodParams, clip: torch.Tensor, target: int,
-                  flow: torch.Tensor) -> list[Stage]:
-    """The reference stage and the map stage of method `name`; one untimed recorded map is the warm-up."""
-    try:
-        method_class = get_method(name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, params: MethodParams,
+                  clip: torch.Tensor, target: int, flow: torch.Tensor) -> list[Stage]:
+    """The reference stage and the map stage of a method; one untimed recorded map is the warm-up."""
+    name = method_class.name
     space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
     recorder = RecordingModel(model)
     method_class(recorder, params, space).attribute(clip, target, flow)
@@ -212,17 +217,19 @@ def method_stages(name: str, model: LoadedModel, params: MethodParams, clip: tor
     return [reference, Stage(name, lambda: method.attribute(clip, target, flow), recorder.clips, reference.name)]
 
 
-def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[str], repeats: int) -> dict[str, Any]:
+def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[ExplanationMethod]],
+                  repeats: int) -> dict[str, Any]:
     """Time every stage `repeats` times, interleaved, after one untimed flow and one untimed map per method
     (the warm-up: the references replay passes of the same shapes); results as a dict."""
     prep = model.preprocessing
     video = synthetic_video(prep.frames, prep.height, prep.width)
     clip = normalized_clip(video, model)
     target = choose_target(model, clip, None, params.score)[0]
-    flow = compute_flow(video, "farneback")
-    stages = [Stage("flow", lambda: compute_flow(video, "farneback"))]
-    for name in methods:
-        stages += method_stages(name, model, params, clip, target, flow)
+    flow_method = resolve_method(params.flow)
+    flow = compute_flow(video, flow_method)
+    stages = [Stage(f"flow:{flow_method}", lambda: compute_flow(video, flow_method))]
+    for method_class in methods:
+        stages += method_stages(method_class, model, params, clip, target, flow)
     for _ in range(repeats):
         for stage in stages:
             stage.record(model.device)
@@ -238,7 +245,7 @@ def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[str], 
         "threads": torch.get_num_threads(), "clip": list(clip.shape), "target": target,
         "anchors": len(grid_anchors(prep.height, prep.width, params.stride)), "batch_size": params.batch_size,
         "repeats": repeats, "params": params.to_dict(), "memory": memory_metric(model.device), "stages": results,
-        "ratios": {name: results[name]["ratio"] for name in methods},
+        "ratios": {cls.name: results[cls.name]["ratio"] for cls in methods},
     }
 
 
@@ -264,6 +271,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"device     {report['device']}   torch {report['torch']}   threads {report['threads']}",
         f"N          {report['anchors']} anchors (stride {params['stride']}, mask {params['mask']}, "
         f"top-k {params['top_k']})   batch size {report['batch_size']}   repeats {report['repeats']} (median)",
+        "n_forward  clips through the model, the clean clip's one included (exact AOSA: N + 1)",
         f"memory     {report['memory']}; the max over repeats",
         "",
         f"{'stage':<20} {'seconds':>10} {'n_forward':>10} {'ratio':>8}  {'vs':<20} {'peak MiB':>9}",
@@ -279,9 +287,13 @@ def format_report(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
-    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-    if not methods:
+    names = list(dict.fromkeys(name.strip() for name in args.methods.split(",") if name.strip()))
+    if not names:
         raise ConfigError("--methods names no method")
+    try:
+        methods = [get_method(name) for name in names]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     model = load_model(args.model, args.device)
     report = run_benchmark(model, method_params(args), methods, args.repeats)
     print(format_report(report))

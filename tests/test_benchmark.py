@@ -1,0 +1,43 @@
+"""The benchmark job runs end to end and reports consistent counts and ratios (timings are not asserted)."""
+
+import json
+import math
+
+from jobs.benchmark import main, synthetic_video
+from kernels.anchors import grid_anchors
+
+
+def test_benchmark_reports_stages_counts_and_ratios(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--model", "probe3d", "--device", "cpu", "--repeats", "1", "--stride", "32",
+            "--methods", "aosa,aosa-approx", "--json", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    anchors = len(grid_anchors(112, 112, 32))
+    assert report["anchors"] == anchors == 9
+    stages = report["stages"]
+    assert set(stages) == {"flow:farneback", "aosa:forwards", "aosa", "aosa-approx:fwd+bwd", "aosa-approx"}
+    # exact AOSA scores the clean clip once and each of the N occluded clips once
+    assert stages["aosa"]["n_forward"] == anchors + 1
+    assert stages["aosa:forwards"]["n_forward"] == stages["aosa"]["n_forward"]
+    assert stages["aosa"]["reference"] == "aosa:forwards"
+    assert stages["aosa-approx"]["reference"] == "aosa-approx:fwd+bwd"
+    assert stages["aosa-approx"]["n_forward"] == stages["aosa-approx:fwd+bwd"]["n_forward"] == 1
+    for name in ("aosa", "aosa-approx"):
+        ratio = report["ratios"][name]
+        assert ratio == stages[name]["ratio"] and math.isfinite(ratio) and ratio > 0
+    for stage in stages.values():
+        assert len(stage["seconds_all"]) == 1 and stage["seconds"] > 0 and stage["peak_mib"] >= 0
+    printed = capsys.readouterr().out
+    assert "probe3d" in printed and "aosa:forwards" in printed and "peak MiB" in printed
+
+
+def test_benchmark_rejects_unknown_method_in_one_line(capsys):
+    assert main(["--methods", "aosa,nope", "--repeats", "1", "--stride", "56", "--device", "cpu"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_synthetic_video_moves():
+    video = synthetic_video(4, 32, 48)
+    assert video.shape == (4, 32, 48, 3) and video.dtype.name == "uint8"
+    assert (video[0] != video[1]).any()
