@@ -1,0 +1,295 @@
+"""The synthetic probe benchmark (DESIGN.md section 6): clips whose class is the motion of one target.
+
+A clip is a textured static background, one target and 2-4 distractors of the same appearance family
+(textured squares or discs, 14-20 px, similar colours). The target moves 2-4 px/frame in its class
+direction and stays wholly inside the frame; distractors are static or jitter by +-1 px. Variants:
+"plain"; "pan" (the whole picture shifts 1 px/frame in one random axis direction); "occluded" (the
+target passes behind one static distractor). Every frame's target box is the target's full extent,
+x1/y1 exclusive, also where the occluder hides part of it.
+
+    frames, boxes = render_clip(np.random.default_rng(0), label=2)           # (16,112,112,3), 16 boxes
+    manifest = write_benchmark(Path("out/synth"), videos=40, seed=0)        # videos + manifest.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from engine.errors import ConfigError
+from schemas.manifest import MANIFEST_COLUMNS
+
+# Class name -> target step direction (dx, dy), in the order of the probe model's classes.
+DIRECTIONS: dict[str, tuple[int, int]] = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+VARIANTS = ("plain", "pan", "occluded")
+SPEED = (2.0, 4.0)  # target px/frame
+SIDE = (14, 20)  # object side in px, inclusive
+DISTRACTORS = (2, 4)  # inclusive
+GAP = 2  # px kept free between distractors and the target's path
+PLACEMENT_TRIES = 500
+FPS = 25
+# Encoder -> (file suffix, near-lossless options); VP9 goes in .webm, which DALI's CPU decoder reads.
+ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
+    "libx264": (".mp4", {"crf": "4", "preset": "ultrafast"}),
+    "libvpx-vp9": (".webm", {"lossless": "1", "deadline": "realtime", "cpu-used": "8"}),
+}
+
+
+@dataclass(frozen=True)
+class Sprite:
+    """One object's look: uint8 (h,w,3) pixels and the (h,w) bool mask of the pixels it covers."""
+
+    pixels: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Track:
+    """A sprite and its top-left corner (x, y) in frame pixels, one row per frame (T,2)."""
+
+    sprite: Sprite
+    corners: np.ndarray
+
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """Per frame (x0, y0, x1, y1) of the pixels the sprite covers, x1/y1 exclusive."""
+        rows, cols = np.nonzero(self.sprite.mask)
+        extent = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+        return [tuple(int(v) for v in extent + np.tile(corner, 2)) for corner in self.corners]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything a clip is drawn from: a background canvas larger than the frame, the frame window's
+    top-left corner in it per frame (T,2), and the objects in drawing order: behind, target, in front."""
+
+    background: np.ndarray
+    camera: np.ndarray
+    behind: tuple[Track, ...]
+    target: Track
+    front: tuple[Track, ...]
+    size: int
+
+
+def render_clip(rng: np.random.Generator, label: int, frames: int = 16, size: int = 112,
+                variant: str = "plain") -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """uint8 (T,size,size,3) RGB frames of class `label` and the target box per frame."""
+    scene = make_scene(rng, label, frames, size, variant)
+    return draw(scene), scene.target.boxes()
+
+
+def make_scene(rng: np.random.Generator, label: int, frames: int = 16, size: int = 112,
+               variant: str = "plain") -> Scene:
+    """Draw every random choice of one clip from `rng` (deterministic for a seed)."""
+    _check_options(label, frames, size, variant)
+    shift = _pan(rng) if variant == "pan" else np.zeros(2, dtype=int)
+    drift = np.arange(frames)[:, None] * shift  # where the content has moved to by frame t
+    background = _background(rng, size + 2 * frames)
+    camera = frames - drift
+    palette = _palette(rng, background)
+    sprite = _sprite(rng, palette)
+    target = Track(sprite, _target_corners(rng, label, size - sprite.mask.shape[0], drift))
+    path = target.corners - drift  # the target's corners in frame-0 coordinates
+    occluders = [_occluder(rng, palette, path, sprite)] if variant == "occluded" else []
+    count = rng.integers(DISTRACTORS[0], DISTRACTORS[1] + 1) - len(occluders)
+    placed = _place(rng, palette, count, size, path, sprite, [home for _, home in occluders])
+    behind, front = (tuple(Track(look, home + _jitter(rng, frames) + drift) for look, home in group)
+                     for group in (placed, occluders))
+    return Scene(background, camera, behind, target, front, size)
+
+
+def draw(scene: Scene) -> np.ndarray:
+    """Render a scene to uint8 (T,H,W,3) frames: background window, then objects in drawing order."""
+    tracks = (*scene.behind, scene.target, *scene.front)
+    out = []
+    for t, (x, y) in enumerate(scene.camera):
+        frame = scene.background[y:y + scene.size, x:x + scene.size].copy()
+        for track in tracks:
+            _paste(frame, track.sprite, track.corners[t])
+        out.append(frame)
+    return np.stack(out)
+
+
+def _check_options(label: int, frames: int, size: int, variant: str) -> None:
+    """Reject a class, length, size or variant the generator cannot draw."""
+    if not 0 <= label < len(DIRECTIONS):
+        raise ConfigError(f"label must be 0..{len(DIRECTIONS) - 1} ({', '.join(DIRECTIONS)}), got {label}")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    if frames < 2:
+        raise ConfigError(f"frames must be at least 2, got {frames}")
+    reach = SIDE[1] + (frames - 1) * (SPEED[1] + 1)  # largest object, fastest target, panning
+    if size < reach:
+        raise ConfigError(f"a {size}px frame cannot hold {frames} frames of target motion; need size >= {reach:g}")
+
+
+def _pan(rng: np.random.Generator) -> np.ndarray:
+    """A random axis direction: the picture's shift per frame."""
+    return np.array(list(DIRECTIONS.values())[rng.integers(len(DIRECTIONS))])
+
+
+def _smooth(rng: np.random.Generator, height: int, width: int, cell: int, channels: int = 3) -> np.ndarray:
+    """float (height,width,channels) in [0,1]: random values every `cell` px, bilinearly interpolated."""
+    grid = rng.random((height // cell + 2, width // cell + 2, channels))
+    for axis, length in ((0, height), (1, width)):
+        position = np.arange(length) / cell
+        low = np.minimum(position.astype(int), grid.shape[axis] - 2)
+        weight = np.expand_dims(position - low, axis=tuple(a for a in range(3) if a != axis))
+        grid = np.take(grid, low, axis=axis) * (1 - weight) + np.take(grid, low + 1, axis=axis) * weight
+    return grid
+
+
+def _background(rng: np.random.Generator, side: int) -> np.ndarray:
+    """uint8 (side,side,3): colour blobs over a random base colour, plus fine grey grain (grey, like the
+    objects' texture, so 4:2:0 chroma subsampling leaves it intact)."""
+    base = rng.uniform(0.25, 0.75, 3)
+    blobs = _smooth(rng, side, side, cell=int(rng.integers(10, 24))) - 0.5
+    grain = rng.normal(0, 0.03, (side, side, 1))
+    return _to_uint8(base + 0.35 * blobs + grain)
+
+
+def _palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """The objects' shared colour: each channel 0.3 away from the background's mean, plus a little noise."""
+    mean = background.mean(axis=(0, 1)) / 255
+    return mean + np.where(mean < 0.5, 0.3, -0.3) + rng.normal(0, 0.05, 3)
+
+
+def _sprite(rng: np.random.Generator, palette: np.ndarray) -> Sprite:
+    """A square or disc, 14-20 px, coloured near `palette`, with its own brightness texture."""
+    side = int(rng.integers(SIDE[0], SIDE[1] + 1))
+    colour = palette + rng.normal(0, 0.05, 3)
+    texture = _smooth(rng, side, side, cell=int(rng.integers(3, 6)), channels=1) - 0.5
+    pixels = _to_uint8(colour + 0.5 * texture)
+    if rng.random() < 0.5:
+        return Sprite(pixels, np.ones((side, side), dtype=bool))
+    centre = (side - 1) / 2
+    rows, cols = np.ogrid[:side, :side]
+    return Sprite(pixels, (rows - centre) ** 2 + (cols - centre) ** 2 <= (side / 2) ** 2)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Floats in [0,1] as uint8, kept off the extremes 0 and 255."""
+    return np.rint(np.clip(values, 0.04, 0.96) * 255).astype(np.uint8)
+
+
+def _target_corners(rng: np.random.Generator, label: int, room: int, drift: np.ndarray) -> np.ndarray:
+    """(T,2) corners moving at a random 2-4 px/frame in the class direction (plus the drift), each in
+    [0, room] so that the target stays inside the frame throughout."""
+    steps = np.rint(np.arange(len(drift)) * rng.uniform(*SPEED)).astype(int)
+    offsets = steps[:, None] * np.array(list(DIRECTIONS.values())[label]) + drift
+    low, high = -offsets.min(axis=0), room - offsets.max(axis=0)
+    return rng.integers(low, high + 1) + offsets
+
+
+def _occluder(rng: np.random.Generator, palette: np.ndarray, path: np.ndarray,
+              target: Sprite) -> tuple[Sprite, np.ndarray]:
+    """A sprite and its home centred on the target's position at a random frame in the middle half."""
+    sprite = _sprite(rng, palette)
+    moment = rng.integers(len(path) // 4, 3 * len(path) // 4 + 1)
+    return sprite, path[moment] + (target.mask.shape[0] - sprite.mask.shape[0]) // 2
+
+
+def _place(rng: np.random.Generator, palette: np.ndarray, count: int, size: int, path: np.ndarray,
+           target: Sprite, homes: list[np.ndarray]) -> list[tuple[Sprite, np.ndarray]]:
+    """Up to `count` sprites at random homes inside frame 0, clear of the target's path and of `homes`."""
+    taken = [_swept(path, target.mask.shape[0])] + [_swept(home[None], SIDE[1]) for home in homes]
+    placed = []
+    for _ in range(count):
+        sprite = _sprite(rng, palette)
+        side = sprite.mask.shape[0]
+        home = next((h for h in rng.integers(0, size - side + 1, (PLACEMENT_TRIES, 2))
+                     if not any(_overlaps(h, side, box) for box in taken)), None)
+        if home is None and len(placed) + len(homes) >= DISTRACTORS[0]:
+            break  # a small frame holds fewer distractors, never under the minimum
+        if home is None:
+            raise ConfigError(f"no room for {DISTRACTORS[0]} distractors in a {size}px frame")
+        taken.append(_swept(home[None], side))
+        placed.append((sprite, home))
+    return placed
+
+
+def _swept(corners: np.ndarray, side: int) -> np.ndarray:
+    """(x0, y0, x1, y1) covering a side-px object at every corner, grown by GAP (+1 for jitter)."""
+    grow = GAP + 1
+    return np.concatenate([corners.min(axis=0) - grow, corners.max(axis=0) + side + grow])
+
+
+def _overlaps(corner: np.ndarray, side: int, box: np.ndarray) -> bool:
+    """Whether a side-px object at `corner` intersects `box` (x0, y0, x1, y1)."""
+    return bool(np.all(corner < box[2:]) and np.all(corner + side > box[:2]))
+
+
+def _jitter(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """(T,2) offsets: all zero (static) or each -1, 0 or 1 (jitter), at even odds."""
+    if rng.random() < 0.5:
+        return np.zeros((frames, 2), dtype=int)
+    return rng.integers(-1, 2, (frames, 2))
+
+
+def _paste(frame: np.ndarray, sprite: Sprite, corner: np.ndarray) -> None:
+    """Draw the sprite's masked pixels with its top-left at `corner` (x, y), clipped to the frame."""
+    height, width = sprite.mask.shape
+    x, y = int(corner[0]), int(corner[1])
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + width, frame.shape[1]), min(y + height, frame.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    mask = sprite.mask[y0 - y:y1 - y, x0 - x:x1 - x]
+    frame[y0:y1, x0:x1][mask] = sprite.pixels[y0 - y:y1 - y, x0 - x:x1 - x][mask]
+
+
+def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", variant: str = "plain",
+                    frames: int = 16, size: int = 112) -> Path:
+    """Write `videos` clips (labels cycling through the classes) to out/videos and out/manifest.csv
+    (paths relative to `out`, boxes of every frame); return the manifest's path.
+
+    Video i is drawn from default_rng([seed, i]): the same seed gives the same manifest bytes and frames.
+    """
+    if codec not in ENCODERS:
+        raise ConfigError(f"unknown codec {codec!r}; expected one of {', '.join(ENCODERS)}")
+    if videos < 1 or seed < 0:
+        raise ConfigError(f"need videos >= 1 and seed >= 0, got videos={videos}, seed={seed}")
+    if size % 2:
+        raise ConfigError(f"size must be even (4:2:0 video), got {size}")
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    records = [_write_video(out, codec, variant, seed, index, frames, size) for index in range(videos)]
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(records)
+    return manifest
+
+
+def _write_video(out: Path, codec: str, variant: str, seed: int, index: int, frames: int,
+                 size: int) -> dict[str, object]:
+    """Render video `index` from default_rng([seed, index]), encode it under out/videos and return its
+    manifest record."""
+    label = index % len(DIRECTIONS)
+    clip, boxes = render_clip(np.random.default_rng([seed, index]), label, frames, size, variant)
+    relative = f"videos/{variant}-{seed}-{index:05d}{ENCODERS[codec][0]}"
+    encode(out / relative, clip, codec)
+    return {"video_id": Path(relative).stem, "path": relative, "label": label,
+            "boxes": json.dumps([[t, *box] for t, box in enumerate(boxes)])}
+
+
+def encode(path: Path, frames: np.ndarray, codec: str = "libx264") -> None:
+    """Encode uint8 (T,H,W,3) RGB frames into `path` with the codec's near-lossless settings (yuv420p)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=FPS, options=ENCODERS[codec][1])
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def through_yuv420(frames: np.ndarray) -> np.ndarray:
+    """uint8 (T,H,W,3) RGB frames after the RGB -> yuv420p -> RGB conversions (FFmpeg's swscale) that
+    `encode` and decoding apply: what a near-lossless 4:2:0 video gives back (halved chroma resolution)."""
+    return np.stack([av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+                     .to_ndarray(format="rgb24") for frame in frames])
