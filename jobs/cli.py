@@ -11,6 +11,7 @@ JOBS = {
     "evaluate": "every video of a manifest x every method, on Ray, into a Parquet result store",
     "sanity": "cascade randomization of each method's maps (the paper's Fig. 8)",
     "doctor": "which backends this machine has (TensorRT, DALI, CUDA flow) and why not the others",
+    "gpu_check": "on a GPU machine: every GPU path (TensorRT, DALI GPU, CUDA flow, 2-actor evaluate) with timings",
     "benchmark": "time maps against plain forward passes (ratios measured in one run)",
     "manifest": "turn UCF101 / UCF101-24 / Kinetics annotations into a manifest",
     "query": "read-only SQL (DuckDB) over a result store's runs, metrics, timings and maps",

@@ -13,6 +13,7 @@ from engine.backends import resolve_backend, tensorrt_unavailable
 from engine.errors import ConfigError
 from engine.models import load_model
 from jobs.explain import main as explain
+from jobs.gpu_check import main as gpu_check
 from tests.videos import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,3 +56,8 @@ def test_doctor_reports_backends_and_reasons():
     assert lines["backend eager"] == "available"
     assert "CUDA" in lines["backend tensorrt"] and "no CUDA" in lines["flow farneback-cuda"]
     assert lines["decoder pyav"].startswith("available") and "h264" in lines["decoder pyav"]
+
+
+def test_gpu_check_skips_everything_without_a_gpu(capsys):
+    assert gpu_check([]) == 0 and "every GPU check skipped" in capsys.readouterr().out
+    assert gpu_check(["--require-gpu"]) == 1

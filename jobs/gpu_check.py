@@ -1,0 +1,124 @@
+"""`python -m jobs.gpu_check`: every GPU path in one run, as a table of what passed, with timings.
+
+TensorRT compile and tolerance check, DALI GPU decode against PyAV, CUDA optical flow against the
+CPU (when the installed cv2 has CUDA), an `aosa evaluate` run with two model actors, and seconds per
+AOSA and AOSA-approx map (16x112x112, s=8) for r3d_18 and Hara's R3D-50 with each backend. On a
+machine without a GPU every check reports `skipped` and the exit status is 0 (1 with --require-gpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.backends import tensorrt_unavailable, use_backend
+from engine.errors import AosaError
+from engine.flow import compute_flow, cuda_flow_available
+from engine.models import load_model
+from engine.synthetic import write_benchmark
+from engine.video import decode_frames
+from jobs import evaluate
+from jobs.benchmark import run_benchmark
+from jobs.common import run_guarded
+from kernels.methods import AOSA, AOSAApprox
+from schemas.method_params import MethodParams
+
+SPEED_MODELS = ("torchvision:r3d_18", "hara:r3d_50")
+Result = tuple[str, str, str]  # status, seconds, detail
+
+
+def timed(check: Callable[[], str]) -> Result:
+    """Run one check: ok with its detail, or FAIL with the error's first line."""
+    began = time.perf_counter()
+    try:
+        detail = check()
+    except Exception as exc:  # a check's failure is a row of the table, not the end of the run
+        return "FAIL", f"{time.perf_counter() - began:.2f}", str(exc).strip().splitlines()[0][:160]
+    return "ok", f"{time.perf_counter() - began:.2f}", detail
+
+
+def check_tensorrt(spec: str, cache: Path) -> str:
+    model = load_model(spec, "cuda")
+    if use_backend(model, "tensorrt", 16, cache) != "tensorrt":
+        raise AosaError("TensorRT was not used")
+    return "compiled, within tolerance of eager (engine cached)"
+
+
+def check_dali(folder: Path) -> str:
+    manifest = write_benchmark(folder / "decode", videos=2, seed=0, codec="libx264")
+    video = next((manifest.parent / "videos").iterdir())
+    gpu = decode_frames(video, 0, 16, backend="dali", device="cuda").astype(np.int16)
+    cpu = decode_frames(video, 0, 16, backend="pyav").astype(np.int16)
+    difference = float(np.abs(gpu - cpu).mean())
+    if difference > 3.0:
+        raise AosaError(f"DALI GPU and PyAV frames differ by {difference:.2f} on average")
+    return f"H.264 decoded on the GPU; mean |DALI - PyAV| = {difference:.2f}"
+
+
+def check_cuda_flow(folder: Path) -> str:
+    if not cuda_flow_available():
+        return "skipped: the installed cv2 has no CUDA"
+    frames = decode_frames(next((folder / "decode" / "videos").iterdir()), 0, 16, backend="pyav")
+    difference = (compute_flow(frames, "farneback-cuda") - compute_flow(frames, "farneback")).abs().median()
+    return f"median |CUDA - CPU| flow = {float(difference):.3f} px"
+
+
+def check_evaluate(folder: Path) -> str:
+    manifest = write_benchmark(folder / "eval", videos=4, seed=1, codec="libx264")
+    code = evaluate.main(["--manifest", str(manifest), "--model", "probe", "--methods", "aosa,aosa-approx",
+                          "--store", str(folder / "store"), "--model-actors", "2", "--device", "cuda"])
+    if code != 0:
+        raise AosaError(f"aosa evaluate exited with {code}")
+    return "4 clips x 2 methods stored, 2 model actors on the GPU"
+
+
+def speed_rows(spec: str, backend: str, cache: Path) -> list[tuple[str, Result]]:
+    """Seconds per map and overhead ratios of AOSA and AOSA-approx, s=8, one model and backend."""
+    model = load_model(spec, "cuda")
+    use_backend(model, backend, 16, cache)
+    report = run_benchmark(model, MethodParams(), [AOSA, AOSAApprox], repeats=3)
+    return [(f"{spec} {backend} {name}", ("ok", f"{report['stages'][name]['seconds']:.3f}",
+                                          f"s/map; ratio to its plain passes {report['ratios'][name]:.3f}"))
+            for name in ("aosa", "aosa-approx")]
+
+
+def run(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        print("no CUDA device: every GPU check skipped")
+        return 1 if args.require_gpu else 0
+    cache = Path(args.engine_cache)
+    with tempfile.TemporaryDirectory(prefix="aosa-gpu-") as temp:
+        folder = Path(temp)
+        rows = [("DALI GPU decode", timed(lambda: check_dali(folder))),
+                ("CUDA optical flow", timed(lambda: check_cuda_flow(folder))),
+                ("evaluate, 2 actors", timed(lambda: check_evaluate(folder)))]
+        trt_reason = tensorrt_unavailable(torch.device("cuda"))
+        for spec in SPEED_MODELS:
+            rows.append((f"TensorRT {spec}", ("skipped", "-", trt_reason) if trt_reason
+                         else timed(lambda spec=spec: check_tensorrt(spec, cache))))
+            for backend in ("eager",) + (() if trt_reason else ("tensorrt",)):
+                rows += speed_rows(spec, backend, cache)
+    width = max(len(name) for name, _ in rows)
+    print(f"{'check':<{width}}  {'status':<7} {'seconds':>8}  detail")
+    for name, (status, seconds, detail) in rows:
+        print(f"{name:<{width}}  {status:<7} {seconds:>8}  {detail}")
+    return sum(status == "FAIL" for _, (status, _, _) in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.gpu_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--require-gpu", action="store_true", help="exit 1 when there is no CUDA device")
+    parser.add_argument("--engine-cache", default=str(Path.home() / ".cache" / "aosa" / "engines"))
+    return run_guarded("gpu_check", run, parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
