@@ -11,6 +11,7 @@ FILLS = ("mean", "zero", "blur", "conditional")
 SCORES = ("prob", "logit")
 AGGREGATES = ("coverage", "rise")
 FLOWS = ("farneback", "dis", "farneback-cuda", "auto")
+MAX_TOP_K = 8
 
 
 class ParamsError(ValueError):
@@ -43,8 +44,9 @@ class MethodParams:
         for name, value in positive.items():
             if value < 1:
                 raise ParamsError(f"{name} must be at least 1, got {value}")
-        if self.top_k < 0:
-            raise ParamsError(f"top_k must be at least 0, got {self.top_k}")
+        if not 0 <= self.top_k <= MAX_TOP_K:
+            raise ParamsError(f"top_k must be between 0 and {MAX_TOP_K}, got {self.top_k} (mask sums use "
+                              "inclusion-exclusion over the 2^(K+1) - 1 overlaps of a group's tubes)")
         if not 0 <= self.noise < math.inf:
             raise ParamsError(f"noise must be a finite number at least 0, got {self.noise}")
         for name, value, allowed in (("fill", self.fill, FILLS), ("score", self.score, SCORES),

@@ -42,6 +42,8 @@ def test_registry_and_uniform_call_shape():
         assert torch.isfinite(saliency).all() and saliency.abs().max() > 0, name
     with pytest.raises(ValueError, match="unknown method 'gradcam2'"):
         get_method("gradcam2")
+    with pytest.raises(ValueError, match="top_k must be between 0 and 8"):
+        MethodParams(top_k=9)
     with pytest.raises(ValueError, match="needs the clip's optical flow"):
         get_method("aosa")(tiny_cnn(), params).attribute(clip, target=1)
 
