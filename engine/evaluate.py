@@ -8,7 +8,6 @@ the manifest's length. A failure of one video or unit becomes a stored error row
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import json
 import platform
@@ -178,8 +177,8 @@ class Evaluation:
                     spec: MethodSpec, first: bool) -> str:
         """Explain one video with one method, score the map, store it."""
         began = time.perf_counter()
-        params, method = spec.params, get_method(spec.name)
-        params = dataclasses.replace(params, fill=params.fill_or(method.default_fill))
+        method = get_method(spec.name)
+        params = method.resolve(spec.params)
         predicted = int(logits.argmax())
         target = prepared.row.label if prepared.row.label is not None else predicted
         flow = prepared.flows.get(params.flow) if method.needs_flow else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +74,7 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
         method_class = get_method(method)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    params = dataclasses.replace(params, fill=params.fill_or(method_class.default_fill))
+    params = method_class.resolve(params)
     timings: dict[str, float] = {}
     inputs = clip.tensor.to(model.device)
     target, predicted, score = choose_target(model, inputs, target, params.score)

@@ -54,10 +54,6 @@ class MethodParams:
             if value is not None and value not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
-    def fill_or(self, default: str) -> str:
-        """The fill to use: the one asked for, else the method's default."""
-        return self.fill if self.fill is not None else default
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

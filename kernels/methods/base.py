@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -24,9 +25,14 @@ class ExplanationMethod(ABC):
         self.params = params or MethodParams()
         self.space = space or InputSpace()
 
+    @classmethod
+    def resolve(cls, params: MethodParams) -> MethodParams:
+        """`params` with this method's default fill filled in: what it runs with and what gets recorded."""
+        return params if params.fill is not None else dataclasses.replace(params, fill=cls.default_fill)
+
     @property
     def fill(self) -> str:
-        return self.params.fill_or(self.default_fill)
+        return self.resolve(self.params).fill
 
     def scorer(self, target: int) -> ScoreFunction:
         return ScoreFunction(self.model, target, self.params.score)
