@@ -14,6 +14,7 @@ from torchvision import models
 from engine.errors import ModelError
 from engine.hara import hara_r2plus1d50, hara_r3d50
 from engine.probe3d import probe3d
+from engine.slowfast_x3d import X3D_BUILDERS, slowfast_r50
 from schemas.preprocessing import Preprocessing
 
 SEED = 0
@@ -26,6 +27,9 @@ SWIN_FRAMES = 32  # clip_len of the evaluation in Swin3D_T_Weights' docs (its me
 HARA_CLASSES = 700  # Kinetics-700 pretraining; a checkpoint's fc sets the count it loads with
 HARA_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.4345, 0.4051, 0.3775),
                                    std=(0.2768, 0.2713, 0.2737))  # mean.py "kinetics" on 0-1 values; no class list
+KINETICS400 = tuple(models.video.R3D_18_Weights.DEFAULT.meta["categories"])  # alphabetical, as PySlowFast indexes
+PYTORCHVIDEO_CLIPS = {"slowfast_r50": (32, 256), "x3d_xs": (4, 182), "x3d_s": (13, 182), "x3d_m": (16, 256)}
+"""(frames, crop) each PyTorchVideo Kinetics-400 model was evaluated with in its model zoo; the fast clip for SlowFast."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,15 @@ def _torchvision_entry(name: str, frames: int = FRAMES) -> ZooEntry:
     return ZooEntry(partial(_seeded, partial(models.get_model_builder(name), weights=None)), preprocessing)
 
 
+def _pytorchvideo_entry(name: str, builder: Callable[..., nn.Module]) -> ZooEntry:
+    """A PyTorchVideo Kinetics-400 model; its checkpoint's `proj` head sets the class count it loads with."""
+    frames, crop = PYTORCHVIDEO_CLIPS[name]
+    preprocessing = Preprocessing(frames=frames, size=(crop, crop), mean=(0.45,) * 3, std=(0.225,) * 3,
+                                  classes=KINETICS400)
+    head = "blocks.6.proj.weight" if name == "slowfast_r50" else "blocks.5.proj.weight"
+    return ZooEntry(partial(_seeded, builder), preprocessing, head=head)
+
+
 def _trained_probe() -> nn.Module:
     """Probe3D with the shipped weights trained on the synthetic benchmark (DESIGN.md section 6)."""
     if not PROBE_WEIGHTS.is_file():
@@ -72,6 +85,8 @@ ZOO: dict[str, ZooEntry] = {
                             arch="resnet-50", head="fc.weight"),
     "hara:r2plus1d_50": ZooEntry(partial(_seeded, hara_r2plus1d50, num_classes=HARA_CLASSES), HARA_PREPROCESSING,
                                  arch="resnet2p1d-50", head="fc.weight"),
+    "pytorchvideo:slowfast_r50": _pytorchvideo_entry("slowfast_r50", slowfast_r50),
+    **{f"pytorchvideo:{name}": _pytorchvideo_entry(name, builder) for name, builder in X3D_BUILDERS.items()},
     "probe3d": ZooEntry(partial(_seeded, probe3d), PROBE_PREPROCESSING),
     "probe": ZooEntry(_trained_probe, PROBE_PREPROCESSING),
 }

@@ -3,8 +3,10 @@ a checkpoint in its original layout."""
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ from torchvision import models
 from engine.errors import ModelError
 from engine.models import load_model
 from engine.zoo import ZOO
+from kernels.methods import get_method
+from kernels.space import InputSpace
+from schemas.method_params import MethodParams
 
 HARA = {"hara:r3d_50": "resnet-50", "hara:r2plus1d_50": "resnet2p1d-50"}  # zoo name -> arch in Hara's checkpoints
 HARA_CLIP = (1, 3, 8, 64, 64)
@@ -147,3 +152,84 @@ def test_swin3d_state_dict_round_trip(tmp_path: Path) -> None:
     small = clip((1, 3, 4, 64, 64))  # Swin3D pads to its windows, so a small clip is valid
     with torch.no_grad():
         torch.testing.assert_close(loaded(small), original(small), rtol=0, atol=1e-5)
+
+
+# -- PyTorchVideo SlowFast and X3D (optional extra) -----------------------------------------------------------
+
+def pysf_checkpoint(path: Path, module: nn.Module) -> Path:
+    """What PySlowFast's checkpoint.save_checkpoint writes (the files PyTorchVideo's model zoo serves)."""
+    torch.save({"epoch": 196, "model_state": module.state_dict(), "optimizer_state": {},
+                "cfg": "MODEL:\n  ARCH: slowfast\n"}, path)
+    return path
+
+
+def pytorchvideo_hub() -> ModuleType:
+    """PyTorchVideo's model builders; the tests skip where the optional extra is not installed."""
+    with warnings.catch_warnings():  # its import scripts functions through a deprecated torch.jit
+        warnings.simplefilter("ignore", FutureWarning)
+        return pytest.importorskip("pytorchvideo.models.hub")
+
+
+def perturbed(module: nn.Module) -> nn.Module:
+    """Eval-mode `module` with shifted BatchNorm statistics, so a misplaced tensor changes the output."""
+    with torch.no_grad():
+        for key, tensor in module.state_dict().items():
+            if key.endswith(("running_mean", "running_var")):
+                tensor.mul_(0.5).add_(torch.rand_like(tensor))
+    return module.eval()
+
+
+def test_slowfast_loads_a_pytorchvideo_checkpoint_and_packs_its_pathways(tmp_path: Path) -> None:
+    """The reference is PyTorchVideo's own net called its own way: [slow, fast] from PackPathway (alpha 4)."""
+    hub = pytorchvideo_hub()
+    reference = perturbed(hub.slowfast_r50(pretrained=False))
+    loaded = load_model(f"pytorchvideo:slowfast_r50={pysf_checkpoint(tmp_path / 'SLOWFAST_8x8_R50.pyth', reference)}")
+    fast = clip((1, 3, 32, 224, 224))
+    slow = torch.index_select(fast, 2, torch.linspace(0, 31, 8).long())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(fast), reference([slow, fast]), rtol=0, atol=1e-5)
+    assert loaded.preprocessing.frames == 32 and loaded.preprocessing.size == (256, 256)
+    assert loaded.preprocessing.classes == tuple(models.video.R3D_18_Weights.DEFAULT.meta["categories"])
+
+
+@pytest.mark.parametrize(("name", "frames", "crop", "built_for"), [
+    ("x3d_xs", 4, 182, 160), ("x3d_s", 13, 182, 160), ("x3d_m", 16, 256, 224),
+])
+def test_x3d_round_trip_from_a_pytorchvideo_checkpoint(tmp_path: Path, name: str, frames: int, crop: int,
+                                                       built_for: int) -> None:
+    hub = pytorchvideo_hub()
+    reference = perturbed(getattr(hub, name)(pretrained=False))
+    loaded = load_model(f"pytorchvideo:{name}={pysf_checkpoint(tmp_path / f'{name.upper()}.pyth', reference)}")
+    assert (loaded.preprocessing.frames, loaded.preprocessing.size) == (frames, (crop, crop))
+    small = clip((1, 3, frames, built_for, built_for))  # the crop the hub net's head pool is sized for
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(small), reference(small), rtol=0, atol=1e-5)
+
+
+def test_x3d_fine_tuned_head_sets_the_class_count_and_drops_kinetics_names(tmp_path: Path) -> None:
+    hub = pytorchvideo_hub()
+    reference = perturbed(hub.x3d_xs(pretrained=False, model_num_class=101))
+    loaded = load_model(f"pytorchvideo:x3d_xs={pysf_checkpoint(tmp_path / 'ucf101.pyth', reference)}")
+    with torch.no_grad():
+        assert loaded(clip((1, 3, 4, 160, 160))).shape == (1, 101)
+    assert loaded.preprocessing.classes == () and loaded.num_classes == 101
+
+
+def test_pytorchvideo_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    hub = pytorchvideo_hub()
+    path = pysf_checkpoint(tmp_path / "X3D_XS.pyth", hub.x3d_xs(pretrained=False))
+    with pytest.raises(ModelError, match=r"does not fit pytorchvideo:slowfast_r50: missing blocks\.0\.multipathway"):
+        load_model(f"pytorchvideo:slowfast_r50={path}")
+
+
+@pytest.mark.parametrize("method", ["aosa-approx", "gradcam"])
+def test_methods_explain_a_pytorchvideo_net(method: str) -> None:
+    """Occlusion and Grad-CAM see X3D as any (B, C, T, H, W) classifier: maps of the clip's shape."""
+    pytorchvideo_hub()
+    loaded = load_model("pytorchvideo:x3d_xs")
+    preprocessing = loaded.preprocessing
+    space = InputSpace(preprocessing.mean, preprocessing.std)
+    frames = clip((3, 4, 160, 160))
+    still = torch.zeros(3, 160, 160, 2)  # flow of a static clip: every tube is a cuboid
+    saliency = get_method(method)(loaded, MethodParams(), space).attribute(frames, target=0, flow=still)
+    assert saliency.shape == (4, 160, 160) and torch.isfinite(saliency).all() and saliency.abs().sum() > 0
