@@ -27,3 +27,18 @@ class ConfigError(AosaError):
     """An option or parameter is invalid."""
 
     kind = "config"
+
+
+SHOWN_KEYS = 3
+
+
+def short_reason(exc: BaseException) -> str:
+    """Exception type and first sentence, so a library's long multi-line errors stay one short line."""
+    sentence = str(exc).strip().split("\n")[0].split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
+
+
+def shown_keys(keys: list[str]) -> str:
+    """The first few keys and how many more there are."""
+    more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+    return ", ".join(keys[:SHOWN_KEYS]) + more

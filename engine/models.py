@@ -1,12 +1,14 @@
 """Resolve a model SPEC (DESIGN.md section 10) to a ready module plus its preprocessing.
 
 SPEC forms: a zoo NAME, `NAME=WEIGHTS.pth` (a state dict, loaded with weights_only=True), a `.pt2`
-file (torch.export program) or a TorchScript `.pt`/`.ts` file. A sidecar `<stem>.json` beside a file
-gives preprocessing. Every failure is one ModelError line naming the spec or file.
+file (torch.export program), a TorchScript `.pt`/`.ts` file, or a directory holding a Hugging Face TimeSformer
+(engine.timesformer). A sidecar `<stem>.json` beside a file gives preprocessing; a directory carries its own.
+Every failure is one ModelError line naming the spec or file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import re
@@ -20,15 +22,16 @@ import torch
 from torch import Tensor, nn
 from torch.export.passes import move_to_device_pass
 
-from engine.errors import ModelError
+from engine.errors import ModelError, short_reason, shown_keys
+from engine.timesformer import load_timesformer
 from engine.zoo import ZOO
 from schemas.preprocessing import Preprocessing, PreprocessingError
 
 log = logging.getLogger(__name__)
 
-FILE_FORMS = "NAME=WEIGHTS.pth (a state dict), a torch.export file (.pt2) or a TorchScript file (.pt, .ts)"
-STATE_DICT_KEYS = ("state_dict", "model")
-SHOWN_KEYS = 3
+FILE_FORMS = ("NAME=WEIGHTS.pth (a state dict), a torch.export file (.pt2), a TorchScript file (.pt, .ts) "
+              "or a Hugging Face TimeSformer directory (save_pretrained)")
+STATE_DICT_KEYS = ("state_dict", "model", "model_state")  # Hara / torchvision recipes / PySlowFast
 
 
 @dataclass
@@ -61,7 +64,7 @@ class LoadedModel:
                 with torch.no_grad():
                     self._num_classes = self(torch.zeros(shape)).shape[-1]
             except Exception as exc:  # the model rejects the clip its preprocessing describes
-                raise ModelError(f"{self.spec}: a dry run on a {list(shape)} batch failed ({_reason(exc)}); "
+                raise ModelError(f"{self.spec}: a dry run on a {list(shape)} batch failed ({short_reason(exc)}); "
                                  "check the sidecar's frames and size") from None
         return self._num_classes
 
@@ -92,12 +95,14 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> LoadedModel:
     name, sep, weights = spec.partition("=")
     if sep and name in ZOO:
         module = _load_weights(name, _model_file(weights))
-        preprocessing = _sidecar(weights, ZOO[name].preprocessing)
+        preprocessing = _matching_classes(_sidecar(weights, ZOO[name].preprocessing), module, name)
     elif Path(spec).suffix in FILE_LOADERS:
         path = _model_file(spec)
         module, preprocessing = FILE_LOADERS[path.suffix](path, target), _sidecar(spec, None)
     elif spec in ZOO:
         module, preprocessing = ZOO[spec].builder().eval(), ZOO[spec].preprocessing
+    elif Path(spec).is_dir():
+        module, preprocessing = load_timesformer(Path(spec))
     else:
         unknown = f"unknown model name {name!r}" if sep else "unknown model spec"
         raise ModelError(f"{spec}: {unknown}; known names: {', '.join(ZOO)}; or {FILE_FORMS}")
@@ -127,6 +132,15 @@ def _sidecar(spec_path: str, defaults: Preprocessing | None) -> Preprocessing:
                     Preprocessing().to_dict())
         return Preprocessing()
     return defaults
+
+
+def _matching_classes(preprocessing: Preprocessing, module: nn.Module, name: str) -> Preprocessing:
+    """Keep the class names only when the loaded head has that many rows; a fine-tuned head's are unknown."""
+    head = ZOO[name].head
+    if not head or not preprocessing.classes:
+        return preprocessing
+    rows = module.state_dict()[head].shape[0]
+    return preprocessing if rows == len(preprocessing.classes) else dataclasses.replace(preprocessing, classes=())
 
 
 def _load_weights(name: str, path: Path) -> nn.Module:
@@ -161,7 +175,7 @@ def _torch_load(path: Path) -> Any:
                              "a full pickle is refused for safety; save a state_dict") from None
         raise ModelError(f"{path}: not a torch.save state dict (unreadable pickle data)") from None
     except Exception as exc:  # torch raises many types for foreign bytes; none may escape raw
-        raise ModelError(f"{path}: not a torch.save state dict ({_reason(exc)})") from None
+        raise ModelError(f"{path}: not a torch.save state dict ({short_reason(exc)})") from None
 
 
 def _state_dict(loaded: Any, path: Path) -> dict[str, Tensor]:
@@ -182,21 +196,11 @@ def _check_fit(expected: dict[str, Tensor], state: dict[str, Tensor], path: Path
         "wrong shape": [f"{k} {list(state[k].shape)} vs {list(v.shape)}"
                         for k, v in expected.items() if k in state and state[k].shape != v.shape],
     }
-    found = [f"{what} {_shown(keys)}" for what, keys in problems.items() if keys]
+    found = [f"{what} {shown_keys(keys)}" for what, keys in problems.items() if keys]
     if found:
         raise ModelError(f"{path}: state dict does not fit {name}: {'; '.join(found)}")
 
 
-def _shown(keys: list[str]) -> str:
-    """The first few keys and how many more there are."""
-    more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
-    return ", ".join(keys[:SHOWN_KEYS]) + more
-
-
-def _reason(exc: BaseException) -> str:
-    """Exception type and first sentence, so torch's long multi-line errors stay one short line."""
-    sentence = str(exc).strip().split("\n")[0].split(". ")[0].rstrip(".")
-    return f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
 
 
 @contextmanager
@@ -218,7 +222,7 @@ def _load_exported(path: Path, device: torch.device) -> nn.Module:
             program = torch.export.load(path)
         return move_to_device_pass(program, device).module()
     except Exception as exc:  # foreign bytes raise zip, runtime and deserialization errors alike
-        raise ModelError(f"{path}: not a torch.export program ({_reason(exc)})") from None
+        raise ModelError(f"{path}: not a torch.export program ({short_reason(exc)})") from None
 
 
 def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
@@ -229,7 +233,7 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
             return torch.jit.load(path, map_location=device).eval()
     except Exception as exc:  # torch.jit.load raises RuntimeError subclasses with multi-line messages
         raise ModelError(f"{path}: not a TorchScript file (torch.jit.save); a torch.save state dict goes in "
-                         f"NAME=WEIGHTS.pth ({_reason(exc)})") from None
+                         f"NAME=WEIGHTS.pth ({short_reason(exc)})") from None
 
 
 FILE_LOADERS: dict[str, Callable[[Path, torch.device], nn.Module]] = {

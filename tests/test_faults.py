@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pytest
 
 from engine.manifests import write_manifest
 from engine.store import ResultStore

@@ -37,6 +37,8 @@ def test_registry_and_uniform_call_shape():
     flow = torch.zeros(3, 24, 24, 2)
     params = MethodParams(stride=8, mask=8, batch_size=8)
     for name, cls in METHODS.items():
+        if name == "rollout":  # needs a divided space-time transformer: tests/test_timesformer.py
+            continue
         saliency = cls(tiny_cnn(), params).attribute(clip, target=1, flow=flow)
         assert saliency.shape == (4, 24, 24) and saliency.dtype == torch.float32, name
         assert torch.isfinite(saliency).all() and saliency.abs().max() > 0, name

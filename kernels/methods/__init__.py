@@ -8,9 +8,11 @@ from kernels.methods.base import ExplanationMethod
 from kernels.methods.gradients import GradCAM, GradientSaliency, SmoothGrad
 from kernels.methods.osa import OSA
 from kernels.methods.random_map import RandomMap
+from kernels.methods.rollout import AttentionRollout
 
 METHODS: dict[str, type[ExplanationMethod]] = {
-    cls.name: cls for cls in (AOSA, AOSAApprox, OSA, GradCAM, SmoothGrad, GradientSaliency, RandomMap)}
+    cls.name: cls
+    for cls in (AOSA, AOSAApprox, OSA, GradCAM, SmoothGrad, GradientSaliency, RandomMap, AttentionRollout)}
 
 
 def get_method(name: str) -> type[ExplanationMethod]:
