@@ -18,13 +18,14 @@ from engine.models import LoadedModel, load_model
 from engine.preprocess import Clip
 from engine.visualize import save_frame_grid, save_overlay_animation
 from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from kernels.methods import METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa explain", description="Explain one video with one method.")
     parser.add_argument("video", type=Path, help="video file (any codec FFmpeg reads)")
     parser.add_argument("--model", required=True, help="probe3d, torchvision:r3d_18[=W.pth], or a .pt2/.pt file")
-    parser.add_argument("--method", default="aosa", help="aosa, aosa-approx, osa, gradcam, smoothgrad, saliency or random")
+    parser.add_argument("--method", default="aosa", help=f"one of {', '.join(METHODS)}")
     parser.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output directory")
     parser.add_argument("--start", type=int, default=0, help="first frame of the clip")
