@@ -26,7 +26,7 @@ from tqdm import tqdm
 from engine.actors import ModelActor, VideoActor
 from engine.errors import ConfigError
 from engine.store import ResultStore
-from engine.workers import Failure, ModelResult, PreparedVideo
+from engine.workers import Failure, ModelResult, PreparedVideo, Stage
 from kernels.methods import get_method
 from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.metrics import pointing_game
@@ -206,10 +206,12 @@ class Evaluation:
             "seconds_total": flow_seconds + explained - began, "seconds_model": model_seconds, "n_forward": clips,
             "map_path": map_path, "params": json.dumps(params.to_dict(), sort_keys=True),
         }
-        stages = {"explain": explained - began, "model_forward": model_seconds,
-                  "metrics": finished - explained, "total": flow_seconds + finished - began}
+        stages = {"explain": Stage(explained - began, 1, "maps"),
+                  "model_forward": Stage(model_seconds, clips, "clips"),
+                  "metrics": Stage(finished - explained, faith.clips, "clips"),
+                  "total": Stage(flow_seconds + finished - began, 1, "maps")}
         if first:  # decode and flow are shared by the video's units: stored once, with its first unit
-            stages |= {stage: seconds for stage, seconds in prepared.timings.items()}
+            stages |= prepared.stages()
         self._store(prepared.row, spec, metrics, stages, map_path, saliency.shape)
         return "ok"
 
@@ -232,10 +234,11 @@ class Evaluation:
         return {"run_id": self.config.run_id, "video_id": row.video_id, "model": self.config.model,
                 "method": spec.key, "method_name": spec.name, "created_at": now()}
 
-    def _store(self, row: ManifestRow, spec: MethodSpec, metrics: dict[str, Any], stages: dict[str, float],
+    def _store(self, row: ManifestRow, spec: MethodSpec, metrics: dict[str, Any], stages: dict[str, Stage],
                map_path: str | None, shape: tuple[int, ...] | None) -> None:
         keys = {key: metrics[key] for key in ("run_id", "video_id", "model", "method", "created_at")}
-        timings = [{**keys, "stage": stage, "seconds": float(seconds)} for stage, seconds in stages.items()]
+        timings = [{**keys, "stage": name, "seconds": float(stage.seconds), "items": stage.items, "unit": stage.unit}
+                   for name, stage in stages.items()]
         maps = [] if map_path is None else [{**keys, "path": map_path, "shape": list(shape), "dtype": "float16"}]
         self.store.write_unit(self.config.run_id, [metrics], timings, maps)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -43,6 +43,14 @@ class Failure:
         return cls(kind, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
+class Stage(NamedTuple):
+    """One stage's share of a unit: its seconds and what it processed in them (throughput = items / seconds)."""
+
+    seconds: float
+    items: int
+    unit: str
+
+
 @dataclass
 class PreparedVideo:
     """A decoded clip at model resolution with its flows (one per flow method asked for) and model-pixel boxes."""
@@ -52,6 +60,12 @@ class PreparedVideo:
     flows: dict[str, torch.Tensor]
     boxes: list[tuple[int, int, int, int, int]]
     timings: dict[str, float] = field(default_factory=dict)
+
+    def stages(self) -> dict[str, Stage]:
+        """Decode (frames) and each flow (frame pairs) as stages, for the timings table."""
+        frames = self.clip.tensor.shape[1]
+        return {name: Stage(seconds, frames, "frames") if name == "decode"
+                else Stage(seconds, frames - 1, "frame pairs") for name, seconds in self.timings.items()}
 
 
 class VideoPreparer:

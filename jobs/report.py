@@ -1,10 +1,11 @@
-"""`aosa report --store DIR [--run-id ID] [--table 1|4|5|6|7|all]`: the paper's tables for one run.
+"""`aosa report --store DIR [--run-id ID] [--table 1|4|5|6|7|all|stages]`: the paper's tables for one run.
 
 Rows are methods (method keys, so `aosa:top_k=0` is its own row), column groups are metrics, one column
 per model inside each group; means over the run's `ok` metrics rows. S-PT is total hits / total frames
 over the videos with boxes ('-' when none). The presets pick the paper's layouts: Table I deletion /
 insertion and over-all, IV S-PT, V seconds per map, VI single vs integrated AOSA masks (over-all of the
 `aosa` rows), VII AOSA-approx with and without conditional sampling and ReLU (the `aosa-approx` rows).
+`stages` is the engine's throughput: per pipeline stage, items processed per busy second of its actors.
 `--format csv|json` gives the numbers one row per method x model instead; the counts go to stderr.
 """
 
@@ -35,6 +36,12 @@ LATEST_RUN_SQL = """
 SELECT run_id FROM (SELECT run_id, created_at FROM runs UNION ALL SELECT run_id, created_at FROM metrics)
 WHERE run_id IN (SELECT run_id FROM metrics)
 GROUP BY run_id ORDER BY min(created_at) DESC, run_id DESC LIMIT 1
+"""
+
+STAGES_SQL = """
+SELECT stage, any_value(unit) AS unit, sum(items) AS items, sum(seconds) AS busy_seconds,
+       sum(items) / sum(seconds) AS items_per_second
+FROM timings WHERE run_id = ? GROUP BY stage ORDER BY stage
 """
 
 GROUPS = {  # column group -> the SUMMARY_SQL columns shown in its cells, joined by " / "
@@ -69,7 +76,8 @@ PRESETS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa report", description="Table I (method x model) of one run.")
     parser.add_argument("--run-id", default=None, help="run to report (default: the latest started)")
-    parser.add_argument("--table", choices=tuple(PRESETS), default="all", help="which of the paper's tables")
+    parser.add_argument("--table", choices=(*PRESETS, "stages"), default="all",
+                        help="which of the paper's tables, or `stages`: each pipeline stage's throughput")
     add_store_options(parser)
     return parser
 
@@ -109,6 +117,10 @@ def _cell(group: str, cell: dict[str, Any] | None) -> str:
 def run(args: argparse.Namespace) -> int:
     with open_store(args.store).connect(read_only=True) as con:
         run_id = choose_run(con, args.run_id)
+        if args.table == "stages":
+            columns, rows = run_select(con, STAGES_SQL, [run_id])
+            print(render(columns, rows, args.format))
+            return 0
         columns, rows = run_select(con, SUMMARY_SQL, [[run_id]])
         (videos_ok, videos_failed, ok, failed), = run_select(con, COUNTS_SQL, [run_id])[1]
     counts = (f"run {run_id}: {videos_ok} videos with maps, {videos_failed} with errors; "

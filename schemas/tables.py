@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: timings gained items and unit (a stage's throughput is items / seconds)
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON = {"format": "json"}  # field metadata: a JSON document; dicts and lists are serialized on write
@@ -79,6 +79,8 @@ TIMINGS = _schema(
     *UNIT_KEYS,
     _required("stage", pa.string()),                          # decode, flow, masks, model, metrics, total, ...
     _required("seconds", pa.float64()),
+    _optional("items", pa.int64()),                           # what the stage processed in those seconds ...
+    _optional("unit", pa.string()),                           # ... counted in: frames, frame pairs, clips, maps
     _required("created_at", TIMESTAMP),
 )
 

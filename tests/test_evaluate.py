@@ -1,6 +1,7 @@
 """`aosa evaluate` on an embedded Ray cluster: sharded maps equal a single-process run, every unit is
 stored exactly once, failures are rows, and a stopped run resumes without duplicates."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from engine.models import load_model
 from engine.preprocess import load_clip
 from engine.store import ResultStore
 from jobs.evaluate import main
+from jobs.report import main as report_main
 from kernels.metrics import faithfulness
 from kernels.scoring import ScoreFunction
 from schemas.manifest import ManifestRow
@@ -40,7 +42,7 @@ def metrics_rows(store: Path, run_id: str) -> list[dict]:
     return ResultStore(store).table("metrics", run_id).to_pylist()
 
 
-def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster, dataset, tmp_path):
+def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster, dataset, tmp_path, capsys):
     manifest, rows = dataset
     store = tmp_path / "store"
     code = main(["--manifest", str(manifest), "--methods", METHODS, "--store", str(store), "--run-id", "e2e",
@@ -68,6 +70,23 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
             assert unit["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-4)
             assert unit["insertion_auc"] == pytest.approx(expected.insertion_auc, abs=1e-4)
             assert len(unit["deletion_curve"]) == 29 and unit["spt_frames"] == 2
+
+    timings = ResultStore(store).table("timings", "e2e").to_pylist()
+    stage = {(t["video_id"], t["method"], t["stage"]): (t["items"], t["unit"]) for t in timings}
+    for unit in (r for r in stored if r["status"] == "ok"):
+        key = unit["video_id"], unit["method"]
+        assert stage[*key, "model_forward"] == (unit["n_forward"], "clips")
+        assert stage[*key, "metrics"] == (2 * 29, "clips") and stage[*key, "explain"] == (1, "maps")
+    for row in rows[:2]:  # decode and flow are stored once per video, with its first unit
+        assert stage[row.video_id, "aosa", "decode"] == (16, "frames")
+        assert stage[row.video_id, "aosa", "flow:farneback"] == (15, "frame pairs")
+    capsys.readouterr()
+    assert report_main(["--store", str(store), "--run-id", "e2e", "--table", "stages", "--format", "json"]) == 0
+    throughput = {row["stage"]: row for row in json.loads(capsys.readouterr().out)}
+    forward = throughput["model_forward"]
+    assert forward["items"] == sum(r["n_forward"] for r in stored if r["status"] == "ok")
+    assert forward["items_per_second"] == pytest.approx(forward["items"] / forward["busy_seconds"])
+    assert throughput["decode"]["items"] == 2 * 16 and throughput["total"]["unit"] == "maps"
 
 
 def test_resume_after_a_stop_stores_the_rest_and_duplicates_nothing(ray_cluster, dataset, tmp_path, monkeypatch):
