@@ -86,7 +86,7 @@ def compile_tensorrt(module: nn.Module, preprocessing: Preprocessing, batch_size
     path = Path(cache_dir) / f"{engine_key(module, preprocessing, batch_size)}.ep"
     if path.exists():
         log.info("loading cached TensorRT engine %s", path)
-        return HalfPrecision(torch.export.load(str(path)).module())
+        return HalfPrecision(torch_tensorrt.load(str(path)).module())  # registers the engine ops, then loads
     spec = torch_tensorrt.Input(min_shape=(1, *shape), opt_shape=(batch_size, *shape),
                                 max_shape=(batch_size, *shape), dtype=torch.half)
     half = copy.deepcopy(module).half().eval()
@@ -94,8 +94,7 @@ def compile_tensorrt(module: nn.Module, preprocessing: Preprocessing, batch_size
     compiled = HalfPrecision(engine)
     check_tolerance(module, compiled, shape, device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.randn(2, *shape, device=device, dtype=torch.half)
-    torch_tensorrt.save(engine, str(path), inputs=[example])
+    torch_tensorrt.save(engine, str(path), arg_inputs=[spec])  # an Input range keeps the batch dimension dynamic
     return compiled
 
 
