@@ -183,11 +183,10 @@ class Evaluation:
         target = prepared.row.label if prepared.row.label is not None else predicted
         flow = prepared.flows.get(params.flow) if method.needs_flow else None
         if issubclass(method, OcclusionMethod):
-            saliency, model_seconds, clips = await self._sharded_map(spec.name, params, method, prepared,
-                                                                     clip_ref, logits, target, flow)
+            result = await self._sharded_map(spec.name, params, method, prepared, clip_ref, logits, target, flow)
         else:
             result = await next(self._next_model).attribute.remote(spec.name, params, clip_ref, target, flow)
-            saliency, model_seconds, clips = result.value, result.seconds, result.clips
+        saliency, model_seconds, clips = result.value, result.seconds, result.clips
         explained = time.perf_counter()
         faith = await next(self._next_model).faithfulness.remote(clip_ref, saliency, target,
                                                                  self.config.metric_batch_size)
@@ -203,7 +202,7 @@ class Evaluation:
             "overall": faith.value.overall, "deletion_curve": faith.value.deletion.tolist(),
             "insertion_curve": faith.value.insertion.tolist(),
             "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
-            "seconds_total": flow_seconds + explained - began, "seconds_model": model_seconds, "n_forward": clips,
+            "seconds_total": flow_seconds + result.busy, "seconds_model": model_seconds, "n_forward": clips,
             "map_path": map_path, "params": json.dumps(params.to_dict(), sort_keys=True),
         }
         stages = {"explain": Stage(explained - began, 1, "maps"),
@@ -217,18 +216,24 @@ class Evaluation:
 
     async def _sharded_map(self, name: str, params: MethodParams, method: type[OcclusionMethod], prepared: PreparedVideo,
                            clip_ref: ray.ObjectRef, logits: torch.Tensor, target: int,
-                           flow: torch.Tensor | None) -> tuple[torch.Tensor, float, int]:
-        """Split the masks into one contiguous shard per model actor; aggregate the score drops here."""
+                           flow: torch.Tensor | None) -> ModelResult:
+        """Split the masks into one contiguous shard per model actor; aggregate the score drops here. Busy
+        seconds add the driver's tubes and aggregation to every shard's: the map's cost on one device."""
+        began = time.perf_counter()
         tubes = method.tubes(params, prepared.clip.tensor, flow)
         tubes_ref = ray.put(tubes)
         shards = [shard for shard in torch.arange(len(tubes)).tensor_split(len(self.models)) if len(shard)]
+        driver = time.perf_counter() - began
         results: list[ModelResult] = await asyncio.gather(*(
             actor.occlusion_scores.remote(name, params, clip_ref, target, tubes_ref, shard)
             for actor, shard in zip(self.models, shards)))
+        began = time.perf_counter()
         scores = torch.cat([result.value for result in results])
         base = target_scores(logits[None], target, params.score)[0]
         saliency = aggregate(tubes, base - scores, params.aggregate)
-        return saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1
+        driver += time.perf_counter() - began
+        return ModelResult(saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1,
+                           driver + sum(r.busy for r in results))
 
     def _unit_keys(self, row: ManifestRow, spec: MethodSpec) -> dict[str, Any]:
         return {"run_id": self.config.run_id, "video_id": row.video_id, "model": self.config.model,

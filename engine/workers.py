@@ -93,11 +93,13 @@ class VideoPreparer:
 
 @dataclass(frozen=True)
 class ModelResult:
-    """What a model call returns: its value, the seconds spent in forward passes and the clips scored."""
+    """What a model call returns: its value, the seconds spent in forward passes, the clips scored, and the
+    seconds the whole call kept its worker busy (masks, fills and bookkeeping too; time queued excluded)."""
 
     value: Any
     seconds: float
     clips: int
+    busy: float
 
 
 class ModelWorker:
@@ -116,9 +118,10 @@ class ModelWorker:
                 "device": str(self.model.device), "backend": self.backend}
 
     def _run(self, work) -> ModelResult:
+        began = time.perf_counter()
         counted = CountingModel(self.model)
-        value = work(counted)
-        return ModelResult(value, counted.seconds, counted.clips)
+        value = work(counted)  # every work returns CPU tensors, so a GPU's queue has drained by now
+        return ModelResult(value, counted.seconds, counted.clips, time.perf_counter() - began)
 
     def logits(self, clip: torch.Tensor) -> ModelResult:
         """Logits (classes,) of the clean clip, on the CPU."""

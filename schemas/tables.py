@@ -67,7 +67,7 @@ METRICS = _schema(
     _optional("insertion_curve", pa.list_(pa.float32())),
     _optional("spt_hits", pa.int64()),
     _optional("spt_frames", pa.int64()),
-    _optional("seconds_total", pa.float64()),
+    _optional("seconds_total", pa.float64()),                # the map's compute: flow + busy seconds of its calls
     _optional("seconds_model", pa.float64()),
     _optional("n_forward", pa.int64()),
     _optional("map_path", pa.string()),                       # relative to the store root

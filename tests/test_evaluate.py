@@ -73,6 +73,12 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
 
     timings = ResultStore(store).table("timings", "e2e").to_pylist()
     stage = {(t["video_id"], t["method"], t["stage"]): (t["items"], t["unit"]) for t in timings}
+    wall = {(t["video_id"], t["method"], t["stage"]): t["seconds"] for t in timings}
+    for unit in (r for r in stored if r["status"] == "ok"):  # compute seconds: forwards plus work, never queueing
+        flow = wall[unit["video_id"], "aosa", "flow:farneback"]
+        assert unit["seconds_model"] < unit["seconds_total"] - flow
+        if unit["method"] == "aosa-approx":  # one actor call: its busy time lies inside the wall time
+            assert unit["seconds_total"] - flow <= wall[unit["video_id"], unit["method"], "explain"]
     for unit in (r for r in stored if r["status"] == "ok"):
         key = unit["video_id"], unit["method"]
         assert stage[*key, "model_forward"] == (unit["n_forward"], "clips")
