@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +210,7 @@ def _cell(metric: str, tonight: dict[str, Any] | None, baseline: dict[str, Any] 
         return "<td>-</td>"
     if before is None:
         return f"<td>{_number(value)}</td>"
-    delta = value - before
+    delta = 0.0 if math.isclose(value, before, rel_tol=1e-9, abs_tol=1e-12) else value - before  # float noise
     better = (delta > 0) == (METRICS[metric] == HIGHER)
     kind = "same" if delta == 0 else "better" if better else "worse"
     return f'<td>{_number(value)} <span class="{kind}">({delta:+.3g})</span></td>'

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.html_report import write_report
+from engine.html_report import _cell, write_report
 from engine.manifests import read_manifest
 from engine.regression import load_rules
 from engine.store import ResultStore
@@ -111,3 +111,9 @@ def test_console_errors_of_a_page_are_detected(tmp_path):
     page.write_text("<html><body>x<script>undefinedFunction();</script></body></html>")
     log = screenshot(page, tmp_path / "broken.png", tmp_path / "profile")
     assert any("Uncaught ReferenceError" in line for line in console_messages(log))
+
+
+def test_float_noise_is_no_change_but_a_real_drop_is_worse():
+    """The same run summed in another order differs in the last bit: that is no delta to colour."""
+    assert 'class="same">(+0)' in _cell("overall", {"overall": 0.1 + 0.2}, {"overall": 0.3})
+    assert 'class="worse">(-0.001)' in _cell("overall", {"overall": 0.299}, {"overall": 0.3})
