@@ -5,7 +5,8 @@ per model inside each group; means over the run's `ok` metrics rows. S-PT is tot
 over the videos with boxes ('-' when none). The presets pick the paper's layouts: Table I deletion /
 insertion and over-all, IV S-PT, V seconds per map, VI single vs integrated AOSA masks (over-all of the
 `aosa` rows), VII AOSA-approx with and without conditional sampling and ReLU (the `aosa-approx` rows).
-`stages` is the engine's throughput: per pipeline stage, items processed per busy second of its actors.
+`stages` is the engine's throughput: per pipeline stage, items processed per second spent in it (decode, flow
+and model_forward count busy time; explain, metrics and total are units' wall times, waits included).
 `--format csv|json` gives the numbers one row per method x model instead; the counts go to stderr.
 """
 
@@ -39,7 +40,7 @@ GROUP BY run_id ORDER BY min(created_at) DESC, run_id DESC LIMIT 1
 """
 
 STAGES_SQL = """
-SELECT stage, any_value(unit) AS unit, sum(items) AS items, sum(seconds) AS busy_seconds,
+SELECT stage, any_value(unit) AS unit, sum(items) AS items, sum(seconds) AS seconds,
        sum(items) / sum(seconds) AS items_per_second
 FROM timings WHERE run_id = ? GROUP BY stage ORDER BY stage
 """

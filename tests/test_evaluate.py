@@ -91,7 +91,7 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
     throughput = {row["stage"]: row for row in json.loads(capsys.readouterr().out)}
     forward = throughput["model_forward"]
     assert forward["items"] == sum(r["n_forward"] for r in stored if r["status"] == "ok")
-    assert forward["items_per_second"] == pytest.approx(forward["items"] / forward["busy_seconds"])
+    assert forward["items_per_second"] == pytest.approx(forward["items"] / forward["seconds"])
     assert throughput["decode"]["items"] == 2 * 16 and throughput["total"]["unit"] == "maps"
 
 
