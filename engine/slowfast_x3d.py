@@ -8,7 +8,6 @@ so the module's state dict keeps PyTorchVideo's layout and every explanation met
 from __future__ import annotations
 
 import warnings
-from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -49,5 +48,3 @@ def x3d(name: str, num_classes: int = 400) -> nn.Module:
     """X3D variant `name` ("x3d_xs", "x3d_s", "x3d_m") with random weights."""
     return _hub_builder(name)(pretrained=False, model_num_class=num_classes)
 
-
-X3D_BUILDERS: dict[str, Callable[..., nn.Module]] = {name: partial(x3d, name) for name in ("x3d_xs", "x3d_s", "x3d_m")}

@@ -14,7 +14,7 @@ from torchvision import models
 from engine.errors import ModelError
 from engine.hara import hara_r2plus1d50, hara_r3d50
 from engine.probe3d import probe3d
-from engine.slowfast_x3d import X3D_BUILDERS, slowfast_r50
+from engine.slowfast_x3d import slowfast_r50, x3d
 from schemas.preprocessing import Preprocessing
 
 SEED = 0
@@ -28,8 +28,7 @@ HARA_CLASSES = 700  # Kinetics-700 pretraining; a checkpoint's fc sets the count
 HARA_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.4345, 0.4051, 0.3775),
                                    std=(0.2768, 0.2713, 0.2737))  # mean.py "kinetics" on 0-1 values; no class list
 KINETICS400 = tuple(models.video.R3D_18_Weights.DEFAULT.meta["categories"])  # alphabetical, as PySlowFast indexes
-PYTORCHVIDEO_CLIPS = {"slowfast_r50": (32, 256), "x3d_xs": (4, 182), "x3d_s": (13, 182), "x3d_m": (16, 256)}
-"""(frames, crop) each PyTorchVideo Kinetics-400 model was evaluated with in its model zoo; the fast clip for SlowFast."""
+X3D_HEAD = "blocks.5.proj.weight"
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,11 @@ def _torchvision_entry(name: str, frames: int = FRAMES) -> ZooEntry:
     return ZooEntry(partial(_seeded, partial(models.get_model_builder(name), weights=None)), preprocessing)
 
 
-def _pytorchvideo_entry(name: str, builder: Callable[..., nn.Module]) -> ZooEntry:
-    """A PyTorchVideo Kinetics-400 model; its checkpoint's `proj` head sets the class count it loads with."""
-    frames, crop = PYTORCHVIDEO_CLIPS[name]
+def _pytorchvideo_entry(builder: Callable[..., nn.Module], frames: int, crop: int, head: str) -> ZooEntry:
+    """A PyTorchVideo Kinetics-400 model with the clip (frames, crop) its model zoo evaluated it on (the fast
+    clip for SlowFast); its checkpoint's `head` weight sets the class count it loads with."""
     preprocessing = Preprocessing(frames=frames, size=(crop, crop), mean=(0.45,) * 3, std=(0.225,) * 3,
                                   classes=KINETICS400)
-    head = "blocks.6.proj.weight" if name == "slowfast_r50" else "blocks.5.proj.weight"
     return ZooEntry(partial(_seeded, builder), preprocessing, head=head)
 
 
@@ -85,8 +83,10 @@ ZOO: dict[str, ZooEntry] = {
                             arch="resnet-50", head="fc.weight"),
     "hara:r2plus1d_50": ZooEntry(partial(_seeded, hara_r2plus1d50, num_classes=HARA_CLASSES), HARA_PREPROCESSING,
                                  arch="resnet2p1d-50", head="fc.weight"),
-    "pytorchvideo:slowfast_r50": _pytorchvideo_entry("slowfast_r50", slowfast_r50),
-    **{f"pytorchvideo:{name}": _pytorchvideo_entry(name, builder) for name, builder in X3D_BUILDERS.items()},
+    "pytorchvideo:slowfast_r50": _pytorchvideo_entry(slowfast_r50, 32, 256, "blocks.6.proj.weight"),
+    "pytorchvideo:x3d_xs": _pytorchvideo_entry(partial(x3d, "x3d_xs"), 4, 182, X3D_HEAD),
+    "pytorchvideo:x3d_s": _pytorchvideo_entry(partial(x3d, "x3d_s"), 13, 182, X3D_HEAD),
+    "pytorchvideo:x3d_m": _pytorchvideo_entry(partial(x3d, "x3d_m"), 16, 256, X3D_HEAD),
     "probe3d": ZooEntry(partial(_seeded, probe3d), PROBE_PREPROCESSING),
     "probe": ZooEntry(_trained_probe, PROBE_PREPROCESSING),
 }
