@@ -47,4 +47,3 @@ def slowfast_r50(num_classes: int = 400) -> nn.Module:
 def x3d(name: str, num_classes: int = 400) -> nn.Module:
     """X3D variant `name` ("x3d_xs", "x3d_s", "x3d_m") with random weights."""
     return _hub_builder(name)(pretrained=False, model_num_class=num_classes)
-
