@@ -1,1 +1,2 @@
-"""Orchestration: video decoding, optical flow, model loading, explanation runs and their outputs."""
+"""Orchestration around the kernels, in sub-packages that name their job: io, models, datasets, runtime,
+store, reporting; `errors` is shared by all of them."""

@@ -29,9 +29,10 @@ import psutil
 import torch
 
 from engine.errors import ConfigError
-from engine.explain import CountingModel, choose_target
-from engine.flow import compute_flow, resolve_method
-from engine.models import LoadedModel, load_model
+from engine.io.flow import compute_flow, resolve_method
+from engine.models.counting import CountingModel
+from engine.models.loading import LoadedModel, load_model
+from engine.runtime.explain import choose_target
 from jobs.common import add_method_options, method_params, run_guarded
 from kernels.anchors import grid_anchors
 from kernels.methods import ExplanationMethod, get_method
@@ -39,7 +40,6 @@ from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.scoring import ScoreFunction
 from kernels.space import InputSpace
 from schemas.method_params import MethodParams
-
 
 SAMPLE_SECONDS = 0.002
 MIB = 2 ** 20

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from engine.backends import BACKENDS
 from engine.errors import AosaError
+from engine.models.backends import BACKENDS
 from schemas.method_params import AGGREGATES, FILLS, FLOWS, SCORES, MethodParams, ParamsError
 from schemas.preprocessing import PreprocessingError
 

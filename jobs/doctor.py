@@ -11,9 +11,9 @@ from importlib.metadata import PackageNotFoundError, version
 import av
 import torch
 
-from engine.backends import tensorrt_unavailable
-from engine.flow import flow_backends
-from engine.video import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_unavailable
+from engine.io.flow import flow_backends
+from engine.io.video import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_unavailable
+from engine.models.backends import tensorrt_unavailable
 from jobs.common import run_guarded
 
 AVAILABLE = "available"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import ray
 
+from engine.datasets.manifests import read_manifest
 from engine.errors import ConfigError
-from engine.evaluate import Evaluation
-from engine.manifests import read_manifest
-from engine.store import ResultStore
+from engine.runtime.evaluation import Evaluation
+from engine.store.results import ResultStore
 from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from schemas.run_config import RunConfig, parse_methods
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends import use_backend
-from engine.explain import Explanation, explain_video
-from engine.models import LoadedModel, load_model
-from engine.preprocess import Clip
-from engine.visualize import save_frame_grid, save_overlay_animation
+from engine.io.preprocess import Clip
+from engine.models.backends import use_backend
+from engine.models.loading import LoadedModel, load_model
+from engine.reporting.visualize import save_frame_grid, save_overlay_animation
+from engine.runtime.explain import Explanation, explain_video
 from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from kernels.methods import METHODS
 

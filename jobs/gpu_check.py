@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends import tensorrt_unavailable, use_backend
+from engine.datasets.synthetic import write_benchmark
 from engine.errors import AosaError
-from engine.flow import compute_flow, cuda_flow_available
-from engine.models import load_model
-from engine.synthetic import write_benchmark
-from engine.video import decode_frames
+from engine.io.flow import compute_flow, cuda_flow_available
+from engine.io.video import decode_frames
+from engine.models.backends import tensorrt_unavailable, use_backend
+from engine.models.loading import load_model
 from jobs import evaluate
 from jobs.benchmark import run_benchmark
 from jobs.common import run_guarded

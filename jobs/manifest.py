@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.annotations import KINETICS_TEMPLATE, kinetics_csv, ucf101_24_pyannot, ucf101_split, ucf101v2_gt
+from engine.datasets.annotations import KINETICS_TEMPLATE, kinetics_csv, ucf101_24_pyannot, ucf101_split, ucf101v2_gt
+from engine.datasets.manifests import write_manifest
 from engine.errors import ConfigError
-from engine.manifests import write_manifest
 from jobs.common import run_guarded
 from schemas.manifest import ManifestRow
 

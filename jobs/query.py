@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.sql import run_select, select_statements
-from engine.store import ResultStore
+from engine.store.results import ResultStore
+from engine.store.sql import run_select, select_statements
 from jobs.common import run_guarded
 
 FORMATS = ("table", "csv", "json")

@@ -21,8 +21,8 @@ from typing import Any
 import duckdb
 
 from engine.errors import ConfigError
-from engine.regression import SUMMARY_SQL
-from engine.sql import run_select
+from engine.reporting.regression import SUMMARY_SQL
+from engine.store.sql import run_select
 from jobs.common import run_guarded
 from jobs.query import add_store_options, aligned, open_store, render
 

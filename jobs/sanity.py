@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.datasets.manifests import read_manifest
 from engine.errors import ConfigError
-from engine.explain import choose_target
-from engine.flow import compute_flow, resolve_method
-from engine.manifests import read_manifest
-from engine.models import LoadedModel, load_model
-from engine.preprocess import load_clip
-from engine.visualize import save_sanity_plot
+from engine.io.flow import compute_flow, resolve_method
+from engine.io.preprocess import load_clip
+from engine.models.loading import LoadedModel, load_model
+from engine.reporting.visualize import save_sanity_plot
+from engine.runtime.explain import choose_target
 from jobs.common import add_method_options, method_params, run_guarded
 from kernels.methods import get_method
 from kernels.metrics import cascade_randomization

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.synthetic import VARIANTS, write_benchmark
+from engine.datasets.synthetic import VARIANTS, write_benchmark
 from jobs.common import run_guarded
 
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}

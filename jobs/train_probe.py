@@ -6,7 +6,7 @@ accuracy on every variant before the state dict and its record (probe.train.json
 hyperparameters, accuracy, sha256, versions) are written. Deterministic: the same seed and thread
 count on the same machine give the same weights bit for bit.
 
-    python -m jobs.train_probe --out engine/weights/probe.pth --seed 0
+    python -m jobs.train_probe --out engine/models/weights/probe.pth --seed 0
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.manifests import read_manifest
-from engine.preprocess import load_clip, normalize
-from engine.probe3d import probe3d
-from engine.synthetic import DIRECTIONS, VARIANTS, render_clip, through_yuv420, write_benchmark
-from engine.zoo import PROBE_PREPROCESSING, PROBE_WEIGHTS
+from engine.datasets.manifests import read_manifest
+from engine.datasets.synthetic import DIRECTIONS, VARIANTS, render_clip, through_yuv420, write_benchmark
+from engine.io.preprocess import load_clip, normalize
+from engine.models.video.probe3d import probe3d
+from engine.models.zoo import PROBE_PREPROCESSING, PROBE_WEIGHTS
 from jobs.common import run_guarded
 
 TRAIN_SALT = 0x70726F62  # first word of every training clip's seed, so no write_benchmark(seed) stream repeats one

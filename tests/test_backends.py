@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.backends import resolve_backend, tensorrt_unavailable
 from engine.errors import ConfigError
-from engine.models import load_model
+from engine.models.backends import resolve_backend, tensorrt_unavailable
+from engine.models.loading import load_model
 from jobs.explain import main as explain
 from jobs.gpu_check import main as gpu_check
 from tests.videos import moving_square, write_video

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torchvision.models.video import r3d_18
 
-from engine.explain import CountingModel
-from engine.models import LoadedModel
-from engine.probe3d import probe3d
+from engine.models.counting import CountingModel
+from engine.models.loading import LoadedModel
+from engine.models.video.probe3d import probe3d
 from jobs.common import add_method_options, method_params
 from kernels.methods import METHODS, get_method
 from kernels.space import InputSpace

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.explain import explain_clip
-from engine.manifests import write_manifest
-from engine.models import load_model
-from engine.preprocess import load_clip
-from engine.store import ResultStore
+from engine.datasets.manifests import write_manifest
+from engine.io.preprocess import load_clip
+from engine.models.loading import load_model
+from engine.runtime.explain import explain_clip
+from engine.store.results import ResultStore
 from jobs.evaluate import main
 from jobs.report import main as report_main
 from kernels.metrics import faithfulness

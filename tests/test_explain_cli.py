@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.io.video import probe_video
 from jobs.explain import main
-from engine.video import probe_video
 from tests.videos import bigbuckbunny_path, moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from torch import nn
 from torchvision import models
 
 from engine.errors import ModelError
-from engine.models import load_model
-from engine.zoo import ZOO
+from engine.models.loading import load_model
+from engine.models.zoo import ZOO
 from kernels.methods import get_method
 from kernels.space import InputSpace
 from schemas.method_params import MethodParams

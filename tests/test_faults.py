@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from engine.manifests import write_manifest
-from engine.store import ResultStore
+from engine.datasets.manifests import write_manifest
+from engine.store.results import ResultStore
 from jobs.evaluate import main
 from schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video

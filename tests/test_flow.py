@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine import flow
 from engine.errors import ConfigError
+from engine.io import flow
 from schemas.method_params import FLOWS
 
 SIZE = 112

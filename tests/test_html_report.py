@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.html_report import _cell, write_report
-from engine.manifests import read_manifest
-from engine.regression import load_rules
-from engine.store import ResultStore
-from engine.synthetic import write_benchmark
+from engine.datasets.manifests import read_manifest
+from engine.datasets.synthetic import write_benchmark
+from engine.reporting.html_report import _cell, write_report
+from engine.reporting.regression import load_rules
+from engine.store.results import ResultStore
 from jobs.nightly import judge_run, write_nightly_row
 from schemas.method_params import MethodParams
 from schemas.run_config import RunConfig, parse_methods

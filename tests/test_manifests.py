@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.annotations import (kinetics_csv, load_annotation_pickle, ucf101_24_pyannot, ucf101_split,
-                                ucf101v2_gt)
+from engine.datasets.annotations import (kinetics_csv, load_annotation_pickle, ucf101_24_pyannot, ucf101_split,
+                                         ucf101v2_gt)
+from engine.datasets.manifests import read_manifest, write_manifest
 from engine.errors import ConfigError
-from engine.manifests import model_boxes, read_manifest, write_manifest
-from engine.preprocess import ClipGeometry
+from engine.io.preprocess import ClipGeometry, model_boxes
 from jobs.cli import main as aosa
 from schemas.manifest import MANIFEST_SCHEMA, ManifestRow
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from captum.attr import Occlusion
 from scipy.stats import spearmanr
-from torch.utils._pytree import tree_leaves
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from engine.flow import compute_flow
+from engine.io.flow import compute_flow
 from kernels.anchors import grid_anchors
 from kernels.methods import METHODS, get_method
 from kernels.methods.aosa import adaptive_tubes

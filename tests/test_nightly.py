@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from engine.regression import DEFAULT_RULES, RulesError, judge, load_rules, nightly_runs
-from engine.store import ResultStore
+from engine.reporting.regression import DEFAULT_RULES, RulesError, judge, load_rules, nightly_runs
+from engine.store.results import ResultStore
 from jobs.nightly import main
 
 

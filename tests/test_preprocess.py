@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.errors import VideoError
-from engine.preprocess import ClipGeometry, load_clip, normalize, resize_and_crop
+from engine.io.preprocess import ClipGeometry, load_clip, normalize, resize_and_crop
 from schemas.preprocessing import Preprocessing
 from tests.videos import moving_square, square_left, write_video
 

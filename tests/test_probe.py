@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from engine import zoo
+from engine.datasets.synthetic import write_benchmark
 from engine.errors import ModelError
-from engine.models import load_model
-from engine.synthetic import write_benchmark
+from engine.models import zoo
+from engine.models.loading import load_model
 from jobs.train_probe import TrainConfig, manifest_accuracy, train
 
 FRESH_SEED = 12345  # never used by training (its clips are salted) nor by its held-out check (1000)

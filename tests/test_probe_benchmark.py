@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from engine.store import ResultStore
-from engine.synthetic import write_benchmark
+from engine.datasets.synthetic import write_benchmark
+from engine.store.results import ResultStore
 from jobs.evaluate import main as evaluate
 from jobs.report import main as report
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.store import ResultStore
+from engine.store.results import ResultStore
 from jobs.cli import main as aosa
 from jobs.query import main as query
 from jobs.report import main as report

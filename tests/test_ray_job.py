@@ -15,8 +15,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from engine.manifests import write_manifest
-from engine.store import ResultStore
+from engine.datasets.manifests import write_manifest
+from engine.store.results import ResultStore
 from schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 

@@ -4,8 +4,8 @@ import csv
 
 from PIL import Image
 
-from engine.manifests import write_manifest
-from engine.models import load_model
+from engine.datasets.manifests import write_manifest
+from engine.models.loading import load_model
 from jobs.sanity import main
 from kernels.metrics import cascade_layers
 from schemas.manifest import ManifestRow

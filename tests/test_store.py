@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.errors import ConfigError
-from engine.store import ResultStore, partition_value
+from engine.store.results import ResultStore, partition_value
 from schemas.tables import SCHEMA_VERSION, TABLES, TableError, build_table
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -82,7 +82,7 @@ def test_temp_files_of_a_crash_are_never_read(tmp_path):
 
 def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
-    monkeypatch.setattr("engine.store.os.replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("engine.store.results.os.replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         unit(store, "run", "a")
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []

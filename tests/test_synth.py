@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from engine.datasets.manifests import read_manifest
+from engine.datasets.synthetic import (DIRECTIONS, VARIANTS, Scene, Sprite, draw, make_scene, render_clip,
+                                       through_yuv420, write_benchmark)
 from engine.errors import ConfigError
-from engine.manifests import read_manifest
-from engine.preprocess import load_clip
-from engine.synthetic import (DIRECTIONS, VARIANTS, Scene, Sprite, draw, make_scene, render_clip, through_yuv420,
-                              write_benchmark)
-from engine.video import decode_frames
-from engine.zoo import PROBE_CLASSES, PROBE_PREPROCESSING
+from engine.io.preprocess import load_clip
+from engine.io.video import decode_frames
+from engine.models.zoo import PROBE_CLASSES, PROBE_PREPROCESSING
 from jobs.synth import main
 
 MARK = np.array([255, 0, 255], dtype=np.uint8)  # never drawn by the generator (it keeps off 0 and 255)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers")
 
 from engine.errors import ModelError  # noqa: E402
-from engine.models import LoadedModel, load_model  # noqa: E402
-from engine.timesformer import TimesformerClip  # noqa: E402
+from engine.models.loading import LoadedModel, load_model  # noqa: E402
+from engine.models.video.timesformer import TimesformerClip  # noqa: E402
 from kernels.methods import get_method  # noqa: E402
 from kernels.methods.rollout import divided_rollout  # noqa: E402
 from schemas.method_params import MethodParams  # noqa: E402

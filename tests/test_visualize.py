@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from engine.errors import ConfigError
-from engine.visualize import overlay, save_frame_grid, save_overlay_animation
+from engine.reporting.visualize import overlay, save_frame_grid, save_overlay_animation
 
 T, H, W = 6, 112, 112
 

@@ -1,4 +1,4 @@
-"""Read and write manifests (CSV or Parquet, by suffix) and map their boxes onto model input.
+"""Read and write manifests (CSV or Parquet, by suffix).
 
 Every validation error names the manifest file, the 1-based data row and the column. A video file that
 does not exist is not a manifest error: the evaluation stores it as a failed row.
@@ -13,10 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import ConfigError, VideoError
-from engine.preprocess import ClipGeometry
-from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, REQUIRED_COLUMNS, ManifestError, ManifestRow,
-                              check_text)
+from engine.errors import ConfigError
+from schemas.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA, REQUIRED_COLUMNS, ManifestError, ManifestRow, check_text
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -97,19 +95,3 @@ def write_manifest(rows: Sequence[ManifestRow], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(records)
-
-
-def model_boxes(row: ManifestRow, geometry: ClipGeometry, frames: int) -> list[tuple[int, int, int, int, int]]:
-    """The row's boxes as (frame, x0, y0, x1, y1) in model-input pixels; boxes on frames outside
-    [0, frames) or cut away by the centre crop are dropped. A box wholly outside the source frame is an
-    annotation error (VideoError kind "bad_box")."""
-    height, width = geometry.source
-    mapped = []
-    for frame, x0, y0, x1, y1 in row.boxes or ():
-        if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
-            raise VideoError(row.path, f"box {[frame, x0, y0, x1, y1]} lies outside the {width}x{height} frame",
-                             "bad_box")
-        box = geometry.map_box(x0, y0, x1, y1) if 0 <= frame < frames else None
-        if box is not None:
-            mapped.append((frame, *box))
-    return mapped

@@ -1,24 +1,23 @@
 """The two stateful stages of an evaluation, as plain classes: preparing videos and running a model.
 
-`engine.actors` turns each into a Ray actor; tests and single-process runs can use them directly.
+`engine.runtime.actors` turns each into a Ray actor; tests and single-process runs can use them directly.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from engine.backends import use_backend
 from engine.errors import AosaError
-from engine.explain import CountingModel
-from engine.flow import compute_flow
-from engine.manifests import model_boxes
-from engine.models import load_model
-from engine.preprocess import Clip, load_clip
+from engine.io.flow import compute_flow
+from engine.io.preprocess import Clip, load_clip, model_boxes
+from engine.models.backends import use_backend
+from engine.models.counting import CountingModel
+from engine.models.loading import load_model
 from kernels.methods import get_method
 from kernels.metrics import Faithfulness, faithfulness
 from kernels.occlusion import occlusion_scores

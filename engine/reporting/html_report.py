@@ -15,31 +15,21 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from engine.errors import AosaError, ConfigError
-from engine.manifests import read_manifest
-from engine.models import load_model
-from engine.preprocess import load_clip
-from engine.regression import HIGHER, METRICS, NightlyRun, Summary, nightly_runs, summaries
-from engine.sql import run_select
-from engine.store import ResultStore, partition_value
-from engine.visualize import overlay
+from engine.reporting.regression import HIGHER, METRICS, NightlyRun, Summary
+from engine.reporting.report_data import ClipMaps, Curves, ReportData, gather_report_data
+from engine.reporting.visualize import overlay
+from engine.store.results import ResultStore, partition_value
 
 REPORTS = "reports"  # folder of the store that holds the reports
-TREND_RUNS = 30
-OVERLAY_CLIPS = 2
 OVERLAY_FRAMES = 4
 LABELS = {"deletion_auc": "deletion", "insertion_auc": "insertion", "overall": "over-all", "spt": "S-PT",
           "seconds_per_map": "s / map", "speed_ratio": "x reference forward"}
@@ -49,18 +39,6 @@ TABLES = (("Table I: deletion (lower is better) / insertion (higher), over-all (
           ("Table V: seconds per map, and as multiples of one reference forward pass (lower is better)",
            ("seconds_per_map", "speed_ratio")))
 TREND_METRICS = ("overall", "deletion_auc", "insertion_auc", "spt", "speed_ratio")
-
-CURVES_SQL = """
-SELECT method, model, deletion_curve, insertion_curve FROM metrics
-WHERE run_id = ? AND status = 'ok' AND deletion_curve IS NOT NULL ORDER BY method, model
-"""
-PARTS_SQL = """
-SELECT DISTINCT config FROM runs WHERE run_id = ? AND json_exists(config, '$.manifest') ORDER BY config
-"""
-MAPS_SQL = """
-SELECT model, video_id, method, map_path FROM metrics
-WHERE run_id = ? AND status = 'ok' AND map_path IS NOT NULL ORDER BY model, video_id, method
-"""
 
 STYLE = """
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -75,86 +53,30 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; } dt
 """
 
 
-@dataclass(frozen=True)
-class Overlays:
-    """Overlay strips of one clip: the clip's frames first, then one strip per method (data URIs)."""
-
-    model: str
-    video_id: str
-    frames: list[int]
-    strips: list[tuple[str, str, int]]  # (row name, data URI, width in pixels)
-
-
 def report_path(store: ResultStore, run_id: str) -> Path:
     """Where a run's report lives in the store."""
     return store.root / REPORTS / f"{partition_value(run_id)}.html"
 
 
 def write_report(store: ResultStore, run_id: str) -> Path:
-    """Render the run's report into the store; returns its path."""
+    """Gather the run's data, render its report into the store; returns its path."""
     path = report_path(store, run_id)
+    page = render_report(gather_report_data(store, run_id))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(store, run_id), encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path
 
 
-def render_report(store: ResultStore, run_id: str) -> str:
+def render_report(data: ReportData) -> str:
     """The whole page of one run (nightly or not) as HTML text."""
-    with store.connect() as con:
-        _, rows = run_select(con, "SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])
-        if rows[0][0] == 0:
-            raise ConfigError(f"run {run_id!r} has no metrics rows in the store {store.root}")
-        runs = nightly_runs(con)
-        run = runs.get(run_id)
-        judgement = run.nightly.get("judgement", {}) if run else {}
-        baseline = judgement.get("baseline")
-        trend = trend_runs(runs, run) if run else []
-        summary = summaries(con, list(dict.fromkeys([run_id, *trend, *([baseline] if baseline else [])])))
-        curves = mean_curves(con, run_id)
-        parts, maps = _parts(con, run_id), _maps(con, run_id)
-    sections = [_header(run_id, run, baseline), _verdict(judgement),
-                *(_table(title, metrics, summary[run_id], summary.get(baseline, {}), baseline)
+    sections = [_header(data.run_id, data.run, data.baseline), _verdict(data.judgement),
+                *(_table(title, metrics, data.summary[data.run_id], data.summary.get(data.baseline, {}), data.baseline)
                   for title, metrics in TABLES),
-                _curves_section(curves), _trends_section(trend, runs, summary),
-                _overlays_section(store, parts, maps)]
+                _curves_section(data.curves), _trends_section(data.trend, data.runs, data.summary),
+                _overlays_section(data.clips, data.notes)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>AOSA run {_text(run_id)}</title><style>{STYLE}</style></head>\n<body>\n"
+            f"<title>AOSA run {_text(data.run_id)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(sections) + "\n</body></html>\n")
-
-
-def trend_runs(runs: dict[str, NightlyRun], run: NightlyRun) -> list[str]:
-    """The last TREND_RUNS nightly runs of the run's preset that started no later than it, oldest first."""
-    same = [other.run_id for other in runs.values()
-            if other.nightly.get("preset") == run.nightly.get("preset") and other.started <= run.started]
-    return same[-TREND_RUNS:]
-
-
-def mean_curves(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """model -> method -> {"deletion": mean curve, "insertion": mean curve} over the run's videos."""
-    _, rows = run_select(con, CURVES_SQL, [run_id])
-    grouped: dict[tuple[str, str], list[tuple[list[float], list[float]]]] = defaultdict(list)
-    for method, model, deletion, insertion in rows:
-        grouped[model, method].append((deletion, insertion))
-    curves: dict[str, dict[str, dict[str, np.ndarray]]] = defaultdict(dict)
-    for (model, method), pairs in grouped.items():
-        deletion, insertion = (np.mean(np.array(side, dtype=np.float64), axis=0) for side in zip(*pairs))
-        curves[model][method] = {"deletion": deletion, "insertion": insertion}
-    return curves
-
-
-def _parts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """The evaluate configs of the run: manifest, model, methods, start of each part."""
-    _, rows = run_select(con, PARTS_SQL, [run_id])
-    return list({(part["manifest"], part["model"]): part for part in (json.loads(row[0]) for row in rows)}.values())
-
-
-def _maps(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[tuple[str, str], dict[str, str]]:
-    """(model, video_id) -> method -> map path, for the run's ok units."""
-    _, rows = run_select(con, MAPS_SQL, [run_id])
-    maps: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    for model, video_id, method, path in rows:
-        maps[model, video_id][method] = path
-    return maps
 
 
 # -- sections --------------------------------------------------------------------------------------------
@@ -216,7 +138,7 @@ def _cell(metric: str, tonight: dict[str, Any] | None, baseline: dict[str, Any] 
     return f'<td>{_number(value)} <span class="{kind}">({delta:+.3g})</span></td>'
 
 
-def _curves_section(curves: dict[str, dict[str, dict[str, np.ndarray]]]) -> str:
+def _curves_section(curves: Curves) -> str:
     images = []
     for model, methods in curves.items():
         figure = Figure(figsize=(11, 3.6), dpi=90, layout="constrained")
@@ -249,43 +171,20 @@ def _trends_section(trend: list[str], runs: dict[str, NightlyRun], summary: dict
             + _image(_figure_png(figure), "metric trends"))
 
 
-def _overlays_section(store: ResultStore, parts: list[dict[str, Any]],
-                      maps: dict[tuple[str, str], dict[str, str]]) -> str:
+def _overlays_section(clips: list[ClipMaps], notes: list[str]) -> str:
     out = ["<h2>Saliency overlays of fixed clips</h2>"]
-    for part in parts:
-        try:
-            for clip in clip_overlays(store, part, maps):
-                out.append(_overlay_table(clip))
-        except AosaError as exc:
-            out.append(f'<p class="note">overlays of {_text(part["model"])} unavailable: {_text(exc)}</p>')
+    out += [f'<p class="note">{_text(note)}</p>' for note in notes]
+    out += [_overlay_table(clip) for clip in clips]
     return "".join(out)
 
 
-def clip_overlays(store: ResultStore, part: dict[str, Any], maps: dict[tuple[str, str], dict[str, str]]
-                  ) -> list[Overlays]:
-    """Overlays of the first OVERLAY_CLIPS clips of a part's manifest that have maps, OVERLAY_FRAMES frames each."""
-    model = part["model"]
-    rows = [row for row in read_manifest(Path(part["manifest"])) if (model, row.video_id) in maps]
-    if not rows:
-        return []
-    order = [spec["key"] for spec in part["methods"]]
-    prep = load_model(model, "cpu").preprocessing
-    result = []
-    for row in rows[:OVERLAY_CLIPS]:
-        frames = load_clip(row.path, prep, part.get("start", 0)).frames
-        picked = np.linspace(0, len(frames) - 1, OVERLAY_FRAMES).round().astype(int)
-        by_method = maps[model, row.video_id]
-        videos = [("clip", frames)] + [(method, overlay(frames, store.load_map(by_method[method]).astype(np.float32)))
-                                       for method in order if method in by_method]
-        strips = [(name, *_png(_strip(video[picked]))) for name, video in videos]
-        result.append(Overlays(model, row.video_id, picked.tolist(), strips))
-    return result
-
-
-def _overlay_table(clip: Overlays) -> str:
+def _overlay_table(clip: ClipMaps) -> str:
+    """OVERLAY_FRAMES evenly spaced frames of the clip, then of each method's overlay, as pixel strips."""
+    picked = np.linspace(0, len(clip.frames) - 1, OVERLAY_FRAMES).round().astype(int)
+    videos = [("clip", clip.frames)] + [(method, overlay(clip.frames, saliency)) for method, saliency in clip.maps]
     rows = "".join(f'<tr><td class="name">{_text(name)}</td><td>{_image(uri, name, 2 * width)}</td></tr>'
-                   for name, uri, width in clip.strips)
-    frames = ", ".join(map(str, clip.frames))
+                   for name, uri, width in ((name, *_png(_strip(video[picked]))) for name, video in videos))
+    frames = ", ".join(map(str, picked.tolist()))
     return f"<h3>{_text(clip.video_id)} ({_text(clip.model)}), frames {frames}</h3><table>{rows}</table>"
 
 

@@ -10,34 +10,14 @@ import numpy as np
 import torch
 
 from engine.errors import ConfigError
-from engine.flow import compute_flow, resolve_method
-from engine.models import LoadedModel
-from engine.preprocess import Clip, load_clip
+from engine.io.flow import compute_flow, resolve_method
+from engine.io.preprocess import Clip, load_clip
+from engine.models.counting import CountingModel
+from engine.models.loading import LoadedModel
 from kernels.methods import get_method
 from kernels.scoring import target_scores
 from kernels.space import InputSpace
 from schemas.method_params import MethodParams
-
-
-class CountingModel:
-    """Wraps a model to count the clips it scores and the seconds spent in its forward passes."""
-
-    def __init__(self, model: LoadedModel) -> None:
-        self.model, self.clips, self.seconds = model, 0, 0.0
-
-    @property
-    def module(self) -> torch.nn.Module:
-        """The wrapped torch module (Grad-CAM hooks its layers; calls still go through this wrapper)."""
-        return self.model.module
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        logits = self.model(batch)
-        if logits.is_cuda:
-            torch.cuda.synchronize(logits.device)
-        self.seconds += time.perf_counter() - start
-        self.clips += batch.shape[0]
-        return logits
 
 
 @dataclass

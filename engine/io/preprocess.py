@@ -1,6 +1,6 @@
 """Turn decoded frames into model input: scale to cover the model size, centre-crop, normalize.
 
-ClipGeometry records the resize and crop so boxes given in source pixels can be mapped onto the map.
+ClipGeometry records the resize and crop so boxes given in source pixels (a manifest's) map onto the map.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from engine.errors import VideoError
-from engine.video import VideoInfo, decode_video, probe_video
+from engine.io.video import VideoInfo, decode_video, probe_video
+from schemas.manifest import ManifestRow
 from schemas.preprocessing import Preprocessing
 
 MIN_SIDE = 2  # pixels; a frame narrower than this has no image to resize
@@ -111,3 +112,19 @@ def load_clip(path: Path | str, prep: Preprocessing, start: int = 0, backend: st
     decoded = decode_video(info, start, prep.frames, backend, device)
     frames, geometry = resize_and_crop(decoded, prep.size, name=info.path)
     return Clip(frames=frames, tensor=normalize(frames, prep.mean, prep.std), geometry=geometry, info=info)
+
+
+def model_boxes(row: ManifestRow, geometry: ClipGeometry, frames: int) -> list[tuple[int, int, int, int, int]]:
+    """The row's boxes as (frame, x0, y0, x1, y1) in model-input pixels; boxes on frames outside
+    [0, frames) or cut away by the centre crop are dropped. A box wholly outside the source frame is an
+    annotation error (VideoError kind "bad_box")."""
+    height, width = geometry.source
+    mapped = []
+    for frame, x0, y0, x1, y1 in row.boxes or ():
+        if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+            raise VideoError(row.path, f"box {[frame, x0, y0, x1, y1]} lies outside the {width}x{height} frame",
+                             "bad_box")
+        box = geometry.map_box(x0, y0, x1, y1) if 0 <= frame < frames else None
+        if box is not None:
+            mapped.append((frame, *box))
+    return mapped

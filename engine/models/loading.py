@@ -2,7 +2,7 @@
 
 SPEC forms: a zoo NAME, `NAME=WEIGHTS.pth` (a state dict, loaded with weights_only=True), a `.pt2`
 file (torch.export program), a TorchScript `.pt`/`.ts` file, or a directory holding a Hugging Face TimeSformer
-(engine.timesformer). A sidecar `<stem>.json` beside a file gives preprocessing; a directory carries its own.
+(engine.models.video.timesformer). A sidecar `<stem>.json` beside a file gives preprocessing; a directory carries its own.
 Every failure is one ModelError line naming the spec or file.
 """
 
@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from torch.export.passes import move_to_device_pass
 
 from engine.errors import ModelError, short_reason, shown_keys
-from engine.timesformer import load_timesformer
-from engine.zoo import ZOO
+from engine.models.video.timesformer import load_timesformer
+from engine.models.zoo import ZOO
 from schemas.preprocessing import Preprocessing, PreprocessingError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class LoadedModel:
     preprocessing: Preprocessing
     spec: str
     device: torch.device
-    compiled: nn.Module | None = None  # a compiled engine (engine.backends) for passes that need no gradient
+    compiled: nn.Module | None = None  # a compiled engine (engine.models.backends) for passes that need no gradient
     _num_classes: int | None = field(default=None, init=False, repr=False)
 
     def __call__(self, batch: Tensor) -> Tensor:

@@ -12,9 +12,9 @@ from torch import nn
 from torchvision import models
 
 from engine.errors import ModelError
-from engine.hara import hara_r2plus1d50, hara_r3d50
-from engine.probe3d import probe3d
-from engine.slowfast_x3d import slowfast_r50, x3d
+from engine.models.video.hara import hara_r2plus1d50, hara_r3d50
+from engine.models.video.probe3d import probe3d
+from engine.models.video.slowfast_x3d import slowfast_r50, x3d
 from schemas.preprocessing import Preprocessing
 
 SEED = 0

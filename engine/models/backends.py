@@ -21,7 +21,7 @@ from engine.errors import ConfigError
 from schemas.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
-    from engine.models import LoadedModel
+    from engine.models.loading import LoadedModel
 
 BACKENDS = ("auto", "eager", "tensorrt")
 TOLERANCE = 1e-2  # largest allowed |softmax(compiled) - softmax(eager)| on the first-use check

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import AosaError, ConfigError
-from engine.sql import create_view, run_select, sandbox
+from engine.store.sql import create_view, run_select, sandbox
 from schemas.tables import TABLES, build_table, schema_of
 
 Rows = Sequence[Mapping[str, Any]]
@@ -132,7 +132,7 @@ class ResultStore:
     def connect(self, run_id: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """In-memory DuckDB with one view per table (only `run_id`'s partitions when given).
 
-        `read_only` sandboxes the connection for user SQL (engine.sql.sandbox).
+        `read_only` sandboxes the connection for user SQL (engine.store.sql.sandbox).
         """
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone='UTC'")

@@ -1,0 +1,31 @@
+"""A model wrapper that counts the clips it scores and the seconds of its forward passes (explain, workers,
+benchmark all report both)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from engine.models.loading import LoadedModel
+
+
+class CountingModel:
+    """Wraps a model to count the clips it scores and the seconds spent in its forward passes."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model, self.clips, self.seconds = model, 0, 0.0
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The wrapped torch module (Grad-CAM hooks its layers; calls still go through this wrapper)."""
+        return self.model.module
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        logits = self.model(batch)
+        if logits.is_cuda:
+            torch.cuda.synchronize(logits.device)
+        self.seconds += time.perf_counter() - start
+        self.clips += batch.shape[0]
+        return logits

@@ -1,0 +1,1 @@
+"""Reporting: regression rules and verdicts, the nightly HTML report, overlays and plots."""

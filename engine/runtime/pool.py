@@ -1,0 +1,75 @@
+"""The actors of one evaluation: model actors (with their GPU share) and decode actors, created, described,
+handed out round-robin and stopped. Ray restarts a crashed actor (`engine.runtime.actors`)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import ray
+
+from engine.errors import ConfigError
+from engine.runtime.actors import ModelActor, VideoActor
+from schemas.run_config import RunConfig
+
+DECODE_GPU_SHARE = 0.1  # a decode actor with --decode-device cuda shares a GPU with the model actors
+ACTOR_START_TIMEOUT = 600  # seconds; generous for a cluster that must first scale up a GPU node
+
+
+class ActorPool:
+    """Model actors and decode actors of a run; `describe` is what the first model actor reports."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.models: list[ray.actor.ActorHandle] = []
+        self.preparers: list[ray.actor.ActorHandle] = []
+        batch_size = max(max(spec.params.batch_size for spec in config.methods), config.metric_batch_size)
+        self.models = [ModelActor.options(**self._model_resources()).remote(
+            config.model, config.device, config.backend, batch_size, config.engine_cache)
+            for _ in range(config.model_actors)]
+        self.describe = self._await_models()
+        self.preparers = [VideoActor.options(**self._decode_resources()).remote(
+            self.describe["preprocessing"], config.decoder, config.start, config.decode_device)
+            for _ in range(config.decode_actors)]
+        self._next_model = itertools.cycle(self.models)
+        self._next_preparer = itertools.cycle(self.preparers)
+
+    def _await_models(self) -> dict[str, Any]:
+        """Wait until the first model actor has loaded its model; a cluster without room is a ConfigError."""
+        try:
+            return ray.get(self.models[0].describe.remote(), timeout=ACTOR_START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise ConfigError(f"model actors did not start within {ACTOR_START_TIMEOUT} s: the Ray cluster lacks "
+                              f"the resources for {self.config.model_actors} of them ({ray.available_resources()} "
+                              "free)") from None
+
+    def _model_resources(self) -> dict[str, float]:
+        """GPU share of each model actor (the cluster's GPUs split evenly) for `cuda`, or `auto` on a GPU cluster."""
+        gpus = ray.cluster_resources().get("GPU", 0)
+        device = self.config.device
+        if device == "cpu" or (device == "auto" and gpus <= 0):
+            return {}
+        if gpus <= 0:
+            raise ConfigError(f"device {device!r}: the Ray cluster has no GPUs")
+        return {"num_gpus": min(1.0, gpus / self.config.model_actors)}
+
+    def _decode_resources(self) -> dict[str, float]:
+        """A GPU share for decode actors that decode on the GPU (`--decode-device cuda`)."""
+        if self.config.decode_device != "cuda":
+            return {}
+        if ray.cluster_resources().get("GPU", 0) <= 0:
+            self.close()
+            raise ConfigError("--decode-device cuda: the Ray cluster has no GPUs")
+        return {"num_gpus": DECODE_GPU_SHARE}
+
+    def next_model(self) -> ray.actor.ActorHandle:
+        return next(self._next_model)
+
+    def next_preparer(self) -> ray.actor.ActorHandle:
+        return next(self._next_preparer)
+
+    def close(self) -> None:
+        """Stop every actor (also after a crash, so a resumed run in the same cluster finds room)."""
+        for actor in [*self.models, *self.preparers]:
+            ray.kill(actor)

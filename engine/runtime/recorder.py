@@ -1,0 +1,92 @@
+"""Turning a finished unit (one video x one method) into store rows and files: metrics, timings, the map,
+and the run's own row with its provenance."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from engine.runtime.provenance import git_sha, package_versions
+from engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
+from engine.store.results import ResultStore
+from kernels.metrics import Faithfulness, Pointing
+from schemas.manifest import ManifestRow
+from schemas.method_params import MethodParams
+from schemas.run_config import MethodSpec, RunConfig
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class FinishedUnit:
+    """Everything computed for one unit: its map and how it was made, its metrics and its stage timings."""
+
+    prepared: PreparedVideo
+    spec: MethodSpec
+    params: MethodParams
+    logits: torch.Tensor
+    target: int
+    score: float
+    result: ModelResult
+    faith: Faithfulness
+    pointing: Pointing | None
+    stages: dict[str, Stage]
+    flow_seconds: float
+
+
+class UnitRecorder:
+    """Writes one run's units and run rows into the store; every unit lands once, in one write."""
+
+    def __init__(self, config: RunConfig, store: ResultStore) -> None:
+        self.config, self.store = config, store
+
+    def keys(self, row: ManifestRow, spec: MethodSpec) -> dict[str, Any]:
+        return {"run_id": self.config.run_id, "video_id": row.video_id, "model": self.config.model,
+                "method": spec.key, "method_name": spec.name, "created_at": now()}
+
+    def record(self, unit: FinishedUnit) -> str:
+        """Save the map and store the unit's metrics and timings; returns the status, "ok"."""
+        row, saliency = unit.prepared.row, unit.result.value
+        map_path = self.store.save_map(self.config.run_id, row.video_id, self.config.model, unit.spec.key,
+                                       saliency.numpy())
+        faith, pointing = unit.faith, unit.pointing
+        metrics = {
+            **self.keys(row, unit.spec), "status": "ok", "label": row.label, "target": unit.target,
+            "predicted": int(unit.logits.argmax()), "score": unit.score,
+            "deletion_auc": faith.deletion_auc, "insertion_auc": faith.insertion_auc, "overall": faith.overall,
+            "deletion_curve": faith.deletion.tolist(), "insertion_curve": faith.insertion.tolist(),
+            "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
+            "seconds_total": unit.flow_seconds + unit.result.busy, "seconds_model": unit.result.seconds,
+            "n_forward": unit.result.clips, "map_path": map_path,
+            "params": json.dumps(unit.params.to_dict(), sort_keys=True),
+        }
+        self._write(metrics, unit.stages, map_path, tuple(saliency.shape))
+        return "ok"
+
+    def record_failure(self, row: ManifestRow, spec: MethodSpec, failure: Failure) -> str:
+        """Store a failed unit as a metrics row with its error kind and message; returns "error"."""
+        metrics = {**self.keys(row, spec), "status": "error", "error_kind": failure.kind, "error": failure.message,
+                   "label": row.label, "params": json.dumps(spec.params.to_dict(), sort_keys=True)}
+        self._write(metrics, {}, None, None)
+        return "error"
+
+    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], map_path: str | None,
+               shape: tuple[int, ...] | None) -> None:
+        keys = {key: metrics[key] for key in ("run_id", "video_id", "model", "method", "created_at")}
+        timings = [{**keys, "stage": name, "seconds": float(stage.seconds), "items": stage.items, "unit": stage.unit}
+                   for name, stage in stages.items()]
+        maps = [] if map_path is None else [{**keys, "path": map_path, "shape": list(shape), "dtype": "float16"}]
+        self.store.write_unit(self.config.run_id, [metrics], timings, maps)
+
+    def record_run(self, status: str, device: str) -> None:
+        """A `runs` row: the config, versions, git commit, host and device of the run, in state `status`."""
+        self.store.write_run({"run_id": self.config.run_id, "created_at": now(),
+                              "config": json.dumps(self.config.to_dict()), "versions": json.dumps(package_versions()),
+                              "git_sha": git_sha(), "host": platform.node(), "device": device, "status": status})

@@ -1,0 +1,1 @@
+"""The Parquet result store and the read-only SQL sandbox over it."""
