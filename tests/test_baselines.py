@@ -16,6 +16,7 @@ from kernels.methods import METHODS, get_method
 from kernels.space import InputSpace
 from schemas.method_params import MethodParams, ParamsError
 from schemas.preprocessing import Preprocessing
+from tests.seeding import seeded
 
 BASELINES = ("gradcam", "smoothgrad", "saliency", "random")
 BOX = (slice(2, 6), slice(4, 12), slice(8, 14))  # (t, y, x) of the region the box models look at
@@ -68,10 +69,10 @@ class BoxConvModel(torch.nn.Module):
 
 
 def tiny_convnet() -> torch.nn.Module:
-    torch.manual_seed(3)
-    return torch.nn.Sequential(
-        torch.nn.Conv3d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 5, 3, padding=1),
-        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(5, 3)).eval()
+    with seeded(3):
+        return torch.nn.Sequential(
+            torch.nn.Conv3d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 5, 3, padding=1),
+            torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(5, 3)).eval()
 
 
 def in_box_fraction(saliency: torch.Tensor) -> float:
@@ -85,9 +86,9 @@ def test_registry_lists_every_baseline_and_none_needs_flow():
 
 @pytest.mark.parametrize("model_name, shape", [("probe3d", (3, 16, 112, 112)), ("r3d_18", (3, 8, 64, 64))])
 def test_baselines_run_through_a_wrapper_on_real_models(model_name, shape):
-    torch.manual_seed(0)
-    module = (probe3d() if model_name == "probe3d" else r3d_18(weights=None)).eval()
-    clip = torch.randn(shape)
+    with seeded(0):
+        module = (probe3d() if model_name == "probe3d" else r3d_18(weights=None)).eval()
+    clip = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     params = MethodParams(smooth_samples=4, batch_size=4)
     for name in BASELINES:
         model = Wrapper(module)

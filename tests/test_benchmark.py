@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from jobs.benchmark import main, synthetic_video
 from kernels.anchors import grid_anchors
 
@@ -26,8 +28,11 @@ def test_benchmark_reports_stages_counts_and_ratios(tmp_path, capsys):
     for name in ("aosa", "aosa-approx"):
         ratio = report["ratios"][name]
         assert ratio == stages[name]["ratio"] and math.isfinite(ratio) and ratio > 0
-    for stage in stages.values():
-        assert len(stage["seconds_all"]) == 1 and stage["seconds"] > 0 and stage["peak_mib"] >= 0
+    for name, stage in stages.items():
+        assert len(stage["seconds_all"]) == 1 and stage["seconds"] == stage["seconds_all"][0], name
+        assert stage["peak_mib"] >= 0, name
+        if stage["reference"]:  # a ratio is the stage's time over its reference's, both from this run
+            assert stage["ratio"] == pytest.approx(stage["seconds"] / stages[stage["reference"]]["seconds"])
     printed = capsys.readouterr().out
     assert "probe3d" in printed and "aosa:forwards" in printed and "peak MiB" in printed
 

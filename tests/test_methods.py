@@ -18,18 +18,19 @@ from kernels.scoring import target_scores
 from kernels.space import InputSpace
 from kernels.tracks import track_points
 from schemas.method_params import MethodParams
+from tests.seeding import seeded
 
 
 def tiny_cnn(classes: int = 4, seed: int = 0, stride: int = 1) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv3d(3, 4, 3, stride=stride, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool3d((2, 2, 2)), torch.nn.Flatten(), torch.nn.Linear(32, classes)).eval()
+    with seeded(seed):
+        return torch.nn.Sequential(
+            torch.nn.Conv3d(3, 4, 3, stride=stride, padding=1), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool3d((2, 2, 2)), torch.nn.Flatten(), torch.nn.Linear(32, classes)).eval()
 
 
 def linear_model(shape: tuple[int, ...], classes: int = 3) -> torch.nn.Module:
-    torch.manual_seed(1)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), classes)).eval()
+    with seeded(1):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), classes)).eval()
 
 
 def test_registry_and_uniform_call_shape():

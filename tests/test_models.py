@@ -12,8 +12,10 @@ from torch import nn
 from torchvision import models
 
 from engine.errors import ModelError
+from engine.models import zoo
 from engine.models.loading import LoadedModel, load_model
 from engine.models.zoo import ZOO
+from tests.seeding import seeded
 
 SMALL = (3, 8, 32, 32)  # (C, T, H, W) that Probe3D accepts; keeps every forward in milliseconds
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")  # tests build TorchScript
@@ -114,13 +116,22 @@ def test_bad_sidecar_is_a_model_error_naming_it(tmp_path: Path, probe: nn.Module
 
 # -- zoo ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(ZOO))
-def test_zoo_entries_build_deterministically_without_touching_global_rng(name: str) -> None:
+def test_seeded_builds_the_same_weights_and_leaves_the_global_rng_alone() -> None:
+    def tiny(out_channels: int) -> nn.Module:
+        return nn.Conv3d(3, out_channels, 3)
+
     rng = torch.get_rng_state()
-    first, second = load_model(name).module.state_dict(), load_model(name).module.state_dict()
+    first, second = zoo._seeded(tiny, out_channels=4), zoo._seeded(tiny, out_channels=4)
     assert torch.equal(rng, torch.get_rng_state())
-    assert first.keys() == second.keys()
-    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
+    with seeded(12345):  # the caller's seed does not reach the build
+        assert torch.equal(zoo._seeded(tiny, out_channels=4).weight, first.weight)
+
+
+@pytest.mark.parametrize("name", ["probe3d", "torchvision:mc3_18"])
+def test_zoo_entries_build_through_the_seeded_helper(name: str) -> None:
+    first, second = load_model(name).module.state_dict(), load_model(name).module.state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
 @pytest.mark.parametrize("name", TORCHVISION)

@@ -33,6 +33,7 @@ def test_shipped_weights_match_their_record() -> None:
     assert TrainConfig(**record["config"] | {"crops": tuple(record["config"]["crops"])}) == TrainConfig()
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_for_a_seed() -> None:
     settings = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     first, again = train(TINY), train(TINY)

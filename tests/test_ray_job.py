@@ -64,6 +64,7 @@ def head(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_evaluate_with_token_auth(head, tmp_path):
     address, env = head
     video = write_video(tmp_path / "clip.mp4", moving_square(18, 96, 128))

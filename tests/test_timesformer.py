@@ -21,6 +21,7 @@ from engine.models.video.timesformer import TimesformerClip  # noqa: E402
 from kernels.methods import get_method  # noqa: E402
 from kernels.methods.rollout import divided_rollout  # noqa: E402
 from schemas.method_params import MethodParams  # noqa: E402
+from tests.seeding import seeded  # noqa: E402
 
 FRAMES, SIZE, PATCH = 4, 32, 8
 PATCHES = (SIZE // PATCH) ** 2
@@ -42,9 +43,8 @@ def clip(frames: int = FRAMES, batch: int = 2) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def original() -> torch.nn.Module:
     """A random tiny TimeSformer whose position and time embeddings are non-zero, so a token mix-up shows."""
-    torch.manual_seed(0)
-    model = transformers.TimesformerForVideoClassification(tiny_config()).eval()
-    with torch.no_grad():
+    with seeded(0), torch.no_grad():
+        model = transformers.TimesformerForVideoClassification(tiny_config()).eval()
         embeddings = model.timesformer.embeddings
         for tensor in (embeddings.position_embeddings, embeddings.time_embeddings):
             tensor.normal_(std=0.5)
