@@ -23,7 +23,7 @@ from kernels.methods import METHODS
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa explain", description="Explain one video with one method.")
-    parser.add_argument("video", type=Path, help="video file (any codec FFmpeg reads)")
+    parser.add_argument("video", type=Path, help="video file (any codec FFmpeg reads) or a directory of image_NNNNN.jpg frames")
     parser.add_argument("--model", required=True, help="probe3d, torchvision:r3d_18[=W.pth], or a .pt2/.pt file")
     parser.add_argument("--method", default="aosa", help=f"one of {', '.join(METHODS)}")
     parser.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
@@ -49,6 +49,7 @@ def write_outputs(out: Path, video: Path, start: int, clip: Clip, model: LoadedM
         "score": result.score, "score_kind": result.params.score, "n_forward": result.n_forward,
         "saliency_shape": list(result.saliency.shape), "preprocessing": prep.to_dict() | {"classes": len(prep.classes)},
         "source": {"codec": clip.info.codec, "width": clip.info.width, "height": clip.info.height},
+        "decoder": clip.decoder,
         "timings": result.timings, "versions": {"aosa-engine": version("aosa-engine"), "torch": torch.__version__},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))

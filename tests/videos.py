@@ -30,13 +30,21 @@ CODEC_SETTINGS: dict[str, tuple[str, dict[str, str]]] = {
 _INPUT_FORMATS = {1: "gray", 3: "rgb24", 4: "rgba"}
 
 
+# Stream tags for write_video: colour range ("tv" limited, "pc" full) and matrix, as PyAV names them.
+_RANGES = {"tv": ("MPEG", 1), "pc": ("JPEG", 2)}
+_MATRICES = {"bt709": ("ITU709", 1), "bt601": ("ITU601", 6)}
+
+
 def write_video(path: Path | str, frames: np.ndarray, codec: str = "libx264", fps: int = 25,
-                pix_fmt: str | None = None) -> Path:
+                pix_fmt: str | None = None, color_range: str | None = None, matrix: str | None = None) -> Path:
     """Encode uint8 frames (T,H,W,3) RGB, (T,H,W,4) RGBA or (T,H,W) grey into `path`; return the path.
 
     `pix_fmt` overrides the codec's default (e.g. "gray" for png, "yuva420p" for libvpx-vp9).
-    4:2:0 formats need even width and height.
+    `color_range` ("tv"/"pc") and `matrix` ("bt709"/"bt601") tag the stream and convert RGB frames to YUV
+    accordingly (4:4:4 or 4:2:0 8-bit formats). 4:2:0 formats need even width and height.
     """
+    if color_range or matrix:
+        return _write_tagged(Path(path), frames, codec, fps, pix_fmt, color_range, matrix)
     path = Path(path)
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim == 3:
@@ -52,6 +60,47 @@ def write_video(path: Path | str, frames: np.ndarray, codec: str = "libx264", fp
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+def _write_tagged(path: Path, frames: np.ndarray, codec: str, fps: int, pix_fmt: str | None,
+                  color_range: str | None, matrix: str | None) -> Path:
+    """write_video for RGB frames with explicit range/matrix tags (MJPEG limited range needs strict=-1)."""
+    default_fmt, options = CODEC_SETTINGS.get(codec, ("yuv420p", {}))
+    options = options | ({"strict": "-1"} if codec == "mjpeg" else {})
+    pix_fmt = pix_fmt or default_fmt
+    sws_range, range_code = _RANGES[color_range or "tv"]
+    sws_matrix, matrix_code = _MATRICES.get(matrix or "bt601")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        stream.codec_context.color_range = range_code
+        if matrix:
+            stream.codec_context.colorspace = matrix_code
+        for image in np.asarray(frames, dtype=np.uint8):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+                format=pix_fmt, dst_colorspace=sws_matrix, dst_color_range=sws_range)
+            frame.color_range = range_code
+            if matrix:
+                frame.colorspace = matrix_code
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def colour_pattern(count: int = 8, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frames (count,H,W,3) uint8 of moving colour gradients with saturated patches (red, green, blue, yellow,
+    black, white): the content where colour matrix, range and chroma upsampling differences show most."""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    for t in range(count):
+        frames[t, ..., 0] = (x * 255 // (width - 1) + t * 8) % 256
+        frames[t, ..., 1] = y * 255 // (height - 1)
+        frames[t, ..., 2] = ((x + y) * 3 + t * 5) % 256
+        for (top, left), colour in zip([(8, 8), (8, 24), (24, 8), (24, 24), (36, 40), (4, 44)],
+                                       [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 0, 0),
+                                        (255, 255, 255)]):
+            frames[t, top:top + 8, left:left + 12] = colour
+    return frames
 
 
 def moving_square(count: int, height: int = 64, width: int = 64, side: int = 16, step: int = 2,

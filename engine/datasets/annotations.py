@@ -1,5 +1,5 @@
 """Turn public action-dataset annotations into manifest rows: UCF101 split lists, UCF101-24 boxes
-(`pyannot.pkl`, `UCF101v2-GT.pkl`) and Kinetics CSVs.
+(`pyannot.pkl`, `UCF101v2-GT.pkl`), Kinetics CSVs and 3D-ResNets-PyTorch split JSONs over frame directories.
 
 The .pkl files are pickles, which can run code when loaded; they are read with an unpickler that only
 rebuilds plain containers and numpy arrays.
@@ -8,6 +8,7 @@ rebuilds plain containers and numpy arrays.
 from __future__ import annotations
 
 import codecs
+import json
 import csv
 import logging
 import pickle
@@ -300,3 +301,45 @@ def _seconds(source: Path, where: str, record: dict[str, str], column: str) -> i
     except ValueError:
         pass
     raise ConfigError(f"{source}: {where}: column {column}: must be whole seconds, got {record[column]!r}")
+
+
+HARA_SUBSETS = ("training", "validation", "testing")
+
+
+def hara_split(split_file: Path, frames_root: Path, subset: str | None = None,
+               boxes: Sequence[ManifestRow] = ()) -> list[ManifestRow]:
+    """Rows of a 3D-ResNets-PyTorch split JSON ({'labels': [...], 'database': {video: {'subset',
+    'annotations': {'label', 'segment'}}}}, e.g. ucf101_01.json, kinetics.json) whose videos are frame
+    directories FRAMES_ROOT/CLASS/VIDEO; labels index 'labels'; `boxes` rows (UCF101-24) join by video name."""
+    labels, database = _hara_document(split_file)
+    by_name = {row.video_id: row.boxes for row in boxes}
+    rows = []
+    for video, entry in database.items():
+        where = f"video {video!r}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{split_file}: {where}: expected an object with 'subset' and 'annotations'")
+        if subset is not None and entry.get("subset") != subset:
+            continue
+        annotations = entry.get("annotations")
+        name = annotations.get("label") if isinstance(annotations, dict) else None
+        label = None if name is None else _class_index(split_file, where, name, labels)
+        folder = Path(frames_root) / name / video if name is not None else Path(frames_root) / video
+        rows.append(_row(split_file, where, video, folder, label, by_name.get(video)))
+    return rows
+
+
+def _hara_document(split_file: Path) -> tuple[list[str], dict[str, Any]]:
+    """The 'labels' list and 'database' dict of a split JSON; a missing or malformed part is a ConfigError."""
+    try:
+        data = json.loads(Path(split_file).read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise ConfigError(f"{split_file}: annotation file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{split_file}: not a readable JSON split file ({exc})") from None
+    labels = data.get("labels") if isinstance(data, dict) else None
+    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
+        raise ConfigError(f"{split_file}: expected a 'labels' list of class names")
+    if not isinstance(database, dict):
+        raise ConfigError(f"{split_file}: expected a 'database' object of videos")
+    return labels, database

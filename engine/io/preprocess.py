@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from engine.errors import VideoError
-from engine.io.video import VideoInfo, decode_video, probe_video
+from engine.io.video import VideoInfo, decode_clip, probe_video
 from schemas.manifest import ManifestRow
 from schemas.preprocessing import Preprocessing
 
@@ -68,12 +68,14 @@ def _resized(source: tuple[int, int], scale: float, size: tuple[int, int]) -> tu
 @dataclass
 class Clip:
     """One model-input clip: uint8 frames (T,h,w,3) for flow and display, the normalized (3,T,h,w) tensor
-    (on the CPU), how it was cut from the source, and the source's VideoInfo."""
+    (on the CPU), how it was cut from the source, the source's VideoInfo and the decoder that read it
+    (e.g. "pyav 18.1.0 (FFmpeg 8.1.2)", "dali-cpu 2.4.0")."""
 
     frames: np.ndarray
     tensor: torch.Tensor
     geometry: ClipGeometry
     info: VideoInfo
+    decoder: str = "unknown"
 
 
 def resize_and_crop(frames: np.ndarray, size: tuple[int, int],
@@ -109,9 +111,10 @@ def load_clip(path: Path | str, prep: Preprocessing, start: int = 0, backend: st
               device: str = "cpu") -> Clip:
     """Decode prep.frames frames from `start` and turn them into model input (DESIGN.md section 10)."""
     info = probe_video(path)
-    decoded = decode_video(info, start, prep.frames, backend, device)
-    frames, geometry = resize_and_crop(decoded, prep.size, name=info.path)
-    return Clip(frames=frames, tensor=normalize(frames, prep.mean, prep.std), geometry=geometry, info=info)
+    decoded = decode_clip(info, start, prep.frames, backend, device)
+    frames, geometry = resize_and_crop(decoded.frames, prep.size, name=info.path)
+    return Clip(frames=frames, tensor=normalize(frames, prep.mean, prep.std), geometry=geometry, info=info,
+                decoder=decoded.decoder)
 
 
 def model_boxes(row: ManifestRow, geometry: ClipGeometry, frames: int) -> list[tuple[int, int, int, int, int]]:

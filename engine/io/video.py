@@ -1,5 +1,7 @@
-"""Decode a clip of RGB frames from a video file with NVIDIA DALI where it can, else PyAV.
+"""Decode a clip of RGB frames from a video file (or a frame directory) with NVIDIA DALI where it can, else PyAV.
 
+Every backend yields the same RGB frames (engine.io.colour: the stream's matrix and range, one swscale
+conversion); `auto` picks DALI only for streams where it matches, and every clip says which decoder made it.
 Every failure is a VideoError (or ConfigError for a bad request) naming the file; raw av or DALI
 exceptions never escape. Frame indices count decoded (presented) frames from 0.
 """
@@ -12,11 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
 
 from engine.errors import ConfigError, VideoError
+from engine.io import frames as frame_dir
+from engine.io.colour import dali_mismatch, matrix_name, range_name, rgb_frame
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,16 @@ class VideoInfo:
     height: int
     frames: int | None
     fps: float | None
+    pix_fmt: str | None = None  # decoded pixel layout, e.g. yuv420p / yuvj420p
+    matrix: str | None = None  # colour matrix as FFmpeg reads it: bt709, unspecified (BT.601), ...
+    color_range: str | None = None  # tv (limited), pc (full) or unspecified
+
+
+class Decoded(NamedTuple):
+    """Decoded frames (count,H,W,3) uint8 RGB and the decoder that produced them (name and version)."""
+
+    frames: np.ndarray
+    decoder: str
 
 
 class _DaliFailure(Exception):
@@ -46,8 +61,11 @@ class _DaliFailure(Exception):
 
 
 def probe_video(path: Path | str) -> VideoInfo:
-    """Read the container header of `path` (no decoding) and describe its first video stream."""
+    """Read the container header of `path` (no decoding) and describe its first video stream; a directory
+    is a frame directory (codec 'jpeg-frames', fps None)."""
     path = Path(path)
+    if path.is_dir():
+        return _probe_frame_dir(path)
     _check_file(path)
     with _av_errors(path, "not_video", "not a readable video"), _open(path) as container:
         if not container.streams.video:
@@ -59,12 +77,31 @@ def probe_video(path: Path | str) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate
         return VideoInfo(path=path, codec=context.codec.canonical_name, width=context.width,
                          height=context.height, frames=_header_frames(stream, container),
-                         fps=float(rate) if rate else None)
+                         fps=float(rate) if rate else None, pix_fmt=context.pix_fmt,
+                         matrix=matrix_name(context.colorspace), color_range=range_name(context.color_range))
+
+
+def _probe_frame_dir(path: Path) -> VideoInfo:
+    """Describe a frame directory from its file list and its first frame's header."""
+    files = frame_dir.frame_files(path)
+    width, height = frame_dir.frame_size(files[0])
+    return VideoInfo(path=path, codec=frame_dir.CODEC, width=width, height=height, frames=len(files), fps=None)
 
 
 def choose_backend(info: VideoInfo, device: str) -> str:
-    """'dali' when DALI imports and its decoder for `device` reads the file's codec, else 'pyav'."""
-    return "dali" if info.codec in _dali_codecs(device) and dali_unavailable() is None else "pyav"
+    """'dali' when DALI imports, its decoder for `device` reads the file's codec and its frames match the one
+    conversion for this stream (engine.io.colour); else 'pyav'."""
+    readable = info.codec in _dali_codecs(device) and dali_unavailable() is None
+    return "dali" if readable and _dali_mismatch(info, device) is None else "pyav"
+
+
+def decoder_name(backend: str, device: str = "cpu") -> str:
+    """Provenance of frames decoded by `backend` ('pyav' or 'dali') on `device`, with versions."""
+    if backend == "pyav":
+        return f"pyav {av.__version__} (FFmpeg {av.ffmpeg_version_info})"
+    import nvidia.dali
+
+    return f"dali-{'cpu' if _cuda_index(device) is None else 'gpu'} {nvidia.dali.__version__}"
 
 
 def decode_frames(path: Path | str, start: int, count: int, backend: str = "auto",
@@ -75,19 +112,28 @@ def decode_frames(path: Path | str, start: int, count: int, backend: str = "auto
 
 def decode_video(info: VideoInfo, start: int, count: int, backend: str = "auto",
                  device: str = "cpu") -> np.ndarray:
-    """Like decode_frames for an already probed file; 'auto' falls back to PyAV if DALI fails on it.
+    """Like decode_frames for an already probed file (see decode_clip)."""
+    return decode_clip(info, start, count, backend, device).frames
+
+
+def decode_clip(info: VideoInfo, start: int, count: int, backend: str = "auto", device: str = "cpu") -> Decoded:
+    """Frames start..start+count-1 and the decoder that made them; 'auto' falls back to PyAV if DALI fails.
 
     `device` ('cpu', 'cuda', 'cuda:N') only selects DALI's decoder; the result is always a host array.
+    A frame directory is read by one JPEG decoder whatever the backend.
     """
     _check_request(start, count, backend, device)
+    if info.codec == frame_dir.CODEC:
+        files = frame_dir.frame_files(info.path)
+        return Decoded(frame_dir.read_frames(info.path, files, start, count), frame_dir.decoder_name())
     if _resolve_backend(info, backend, device) == "pyav":
-        return _pyav_frames(info, start, count)
+        return Decoded(_pyav_frames(info, start, count), decoder_name("pyav"))
     try:
-        return _dali_frames(info, start, count, device)
+        return Decoded(_dali_frames(info, start, count, device), decoder_name("dali", device))
     except _DaliFailure as exc:
         if backend == "auto":
             log.warning("%s: DALI failed (%s); decoding with PyAV", info.path, exc)
-            return _pyav_frames(info, start, count)
+            return Decoded(_pyav_frames(info, start, count), decoder_name("pyav"))
         raise VideoError(info.path, f"DALI could not decode it: {exc}", "decode_error") from exc
 
 
@@ -152,6 +198,18 @@ def _dali_codecs(device: str) -> frozenset[str]:
     return DALI_CPU_CODECS if _cuda_index(device) is None else DALI_GPU_CODECS
 
 
+def _dali_mismatch(info: VideoInfo, device: str) -> str | None:
+    """Why DALI's frames of this stream would differ from PyAV's (engine.io.colour), or None."""
+    return dali_mismatch(info.pix_fmt, info.matrix, gpu=_cuda_index(device) is not None)
+
+
+@functools.cache
+def _warn_mismatch(where: str, why: str) -> None:
+    """Warn once per process and reason that an explicitly chosen DALI will not match PyAV's frames."""
+    log.warning("decoder 'dali' (%s) was chosen explicitly for streams with %s: its RGB frames will differ "
+                "from PyAV's (and from --decoder auto, which would not pick DALI for them)", where, why)
+
+
 @functools.cache
 def dali_unavailable() -> str | None:
     """Why nvidia.dali does not import here, or None when it does (checked once; the import is heavy)."""
@@ -174,6 +232,9 @@ def _resolve_backend(info: VideoInfo, backend: str, device: str) -> str:
         where = "CPU" if _cuda_index(device) is None else "GPU"
         raise VideoError(info.path, f"DALI's {where} decoder cannot read {info.codec} (it reads "
                          f"{', '.join(sorted(codecs))}); use backend 'pyav' or 'auto'", "unsupported_codec")
+    mismatch = _dali_mismatch(info, device)
+    if mismatch is not None:
+        _warn_mismatch("CPU" if _cuda_index(device) is None else "GPU", mismatch)
     return "dali"
 
 
@@ -198,7 +259,7 @@ def _pyav_frames(info: VideoInfo, start: int, count: int) -> np.ndarray:
             damaged |= packet.is_corrupt
             for frame in packet.decode():
                 if seen >= start:
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                    frames.append(rgb_frame(frame))
                 seen += 1
                 if seen == start + count:
                     return np.stack(frames)
