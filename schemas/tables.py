@@ -13,7 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: timings gained items and unit (a stage's throughput is items / seconds)
+SCHEMA_VERSION = 3  # 2: timings gained items and unit (a stage's throughput is items / seconds)
+                    # 3: metrics gained decoder (the backend and version that decoded the clip)
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON = {"format": "json"}  # field metadata: a JSON document; dicts and lists are serialized on write
@@ -71,6 +72,7 @@ METRICS = _schema(
     _optional("seconds_model", pa.float64()),
     _optional("n_forward", pa.int64()),
     _optional("map_path", pa.string()),                       # relative to the store root
+    _optional("decoder", pa.string()),                        # "pyav 18.1.0 (FFmpeg 8.1.2)", "dali-cpu 2.4.0"
     _required("params", pa.string()).with_metadata(JSON),
     _required("created_at", TIMESTAMP),
 )
