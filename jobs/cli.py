@@ -15,6 +15,7 @@ JOBS = {
     "benchmark": "time maps against plain forward passes (ratios measured in one run)",
     "manifest": "turn UCF101 / UCF101-24 / Kinetics annotations into a manifest",
     "query": "read-only SQL (DuckDB) over a result store's runs, metrics, timings and maps",
+    "compact": "merge a result store's small Parquet files into a few large ones, atomically (per run or all)",
     "report": "the paper's tables (I, IV-VII) of a run: deletion / insertion, over-all, S-PT, seconds per map",
     "synth": "write the synthetic probe benchmark: moving-target videos with boxes, and their manifest",
     "nightly": "a fixed benchmark preset judged against the last passing night by versioned rules, HTML report",

@@ -1,6 +1,7 @@
 """`aosa query --store DIR "SELECT ..."`: read-only SQL over the result store's views.
 
-Views: runs, metrics, timings, maps (schemas/tables.py). Only SELECT statements run (DESCRIBE, SHOW and
+Views: runs (one row per run, its latest state), run_events (every status row), metrics, timings, maps
+(schemas/tables.py). Only SELECT statements run (DESCRIBE, SHOW and
 SUMMARIZE too), on a DuckDB connection that can read nothing outside the store and write nothing.
 
     python -m jobs.query --store results "SELECT method, avg(overall) FROM metrics GROUP BY method"
@@ -22,7 +23,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.store.results import ResultStore
-from engine.store.sql import run_select, select_statements
+from engine.store.sql import QueryLimits, run_select, select_statements
 from jobs.common import run_guarded
 
 FORMATS = ("table", "csv", "json")
@@ -31,9 +32,21 @@ MAX_CELL = 60  # characters of one cell in the aligned table
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa query", description="Read-only SQL over a result store.")
-    parser.add_argument("sql", help="one or more SELECT statements over runs, metrics, timings, maps")
+    parser.add_argument("sql", help="one or more SELECT statements over runs, run_events, metrics, timings, maps")
     add_store_options(parser)
+    defaults = QueryLimits()
+    limits = parser.add_argument_group("limits (a query past one is stopped with one error line)")
+    limits.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds per statement")
+    limits.add_argument("--max-rows", type=int, default=defaults.max_rows, help="rows a statement may return")
+    limits.add_argument("--memory-limit", default=defaults.memory, help="DuckDB memory cap, e.g. 2GB")
+    limits.add_argument("--threads", type=int, default=defaults.threads, help="DuckDB threads")
     return parser
+
+
+def query_limits(args: argparse.Namespace) -> QueryLimits:
+    if args.timeout <= 0 or args.max_rows < 1 or args.threads < 1:
+        raise ConfigError("--timeout must be positive, --max-rows and --threads at least 1")
+    return QueryLimits(timeout=args.timeout, max_rows=args.max_rows, memory=args.memory_limit, threads=args.threads)
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -119,9 +132,9 @@ def _table_cell(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
-    with store.connect(read_only=True) as con:
-        results = [run_select(con, statement) for statement in select_statements(con, args.sql)]
+    store, limits = open_store(args.store), query_limits(args)
+    with store.connect(read_only=True, limits=limits) as con:
+        results = [run_select(con, statement, limits=limits) for statement in select_statements(con, args.sql)]
     print("\n\n".join(render(columns, rows, args.format) for columns, rows in results))
     return 0
 

@@ -8,6 +8,7 @@ insertion and over-all, IV S-PT, V seconds per map, VI single vs integrated AOSA
 `stages` is the engine's throughput: per pipeline stage, items processed per second spent in it (decode, flow
 and model_forward count busy time; explain, metrics and total are units' wall times, waits included).
 `--format csv|json` gives the numbers one row per method x model instead; the counts go to stderr.
+A warning on stderr names videos the shown runs decoded with different decoders (issue 15).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ FROM metrics WHERE run_id = ?
 """
 
 LATEST_RUN_SQL = """
-SELECT run_id FROM (SELECT run_id, created_at FROM runs UNION ALL SELECT run_id, created_at FROM metrics)
+SELECT run_id FROM (SELECT run_id, created_at FROM run_events UNION ALL SELECT run_id, created_at FROM metrics)
 WHERE run_id IN (SELECT run_id FROM metrics)
 GROUP BY run_id ORDER BY min(created_at) DESC, run_id DESC LIMIT 1
 """
@@ -43,6 +44,12 @@ STAGES_SQL = """
 SELECT stage, any_value(unit) AS unit, sum(items) AS items, sum(seconds) AS seconds,
        sum(items) / sum(seconds) AS items_per_second
 FROM timings WHERE run_id = ? GROUP BY stage ORDER BY stage
+"""
+
+DECODERS_SQL = """
+SELECT video_id, array_agg(DISTINCT decoder ORDER BY decoder) AS decoders
+FROM metrics WHERE list_contains(?, run_id) AND decoder IS NOT NULL
+GROUP BY video_id HAVING count(DISTINCT decoder) > 1 ORDER BY video_id
 """
 
 GROUPS = {  # column group -> the SUMMARY_SQL columns shown in its cells, joined by " / "
@@ -96,6 +103,22 @@ def choose_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str:
     return run_id
 
 
+def mixed_decoders(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(video, decoders) for each video the runs decoded with more than one decoder; none for stores written
+    before metrics had a decoder column."""
+    columns, _ = run_select(con, "SELECT * FROM metrics LIMIT 0")
+    if "decoder" not in columns:
+        return []
+    return [(video, list(decoders)) for video, decoders in run_select(con, DECODERS_SQL, [list(run_ids)])[1]]
+
+
+def describe_mixed(mixed: list[tuple[str, list[str]]], runs: str) -> str:
+    """One line naming how many videos `runs` decoded with different decoders, with the first as example."""
+    video, decoders = mixed[0]
+    return (f"{len(mixed)} video(s) were decoded with different decoders in {runs} (e.g. {video}: "
+            f"{' vs '.join(decoders)}); their metrics may differ for that reason alone")
+
+
 def layout(cells: list[dict[str, Any]], preset: Preset = PRESETS["all"]) -> str:
     """The paper's layout: a method per row, a column per model in each of the preset's groups."""
     cells = [cell for cell in cells if preset.method_name in (None, cell["method_name"])]
@@ -124,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         columns, rows = run_select(con, SUMMARY_SQL, [[run_id]])
         (videos_ok, videos_failed, ok, failed), = run_select(con, COUNTS_SQL, [run_id])[1]
+        mixed = mixed_decoders(con, [run_id])
+    if mixed:
+        print(f"warning: {describe_mixed(mixed, f'run {run_id}')}", file=sys.stderr)
     counts = (f"run {run_id}: {videos_ok} videos with maps, {videos_failed} with errors; "
               f"{ok} maps ok, {failed} failed")
     if args.format == "table":

@@ -1,5 +1,11 @@
 """The result store: atomic hive-partitioned Parquet, resume bookkeeping, schema evolution, saved maps."""
 
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
@@ -8,9 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from engine.errors import ConfigError
+from engine.store.maintenance import discard_unfinished
 from engine.store.results import ResultStore, partition_value
+from jobs.evaluate import main as evaluate_main
 from schemas.tables import SCHEMA_VERSION, TABLES, TableError, build_table
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -77,12 +86,12 @@ def test_temp_files_of_a_crash_are_never_read(tmp_path):
     (folder / ".part-torn.parquet.5678.tmp").write_bytes(b"PAR1 torn")
     assert store.stored_units("run") == {("a", "r3d", "aosa")}
     assert store.table("metrics").column("video_id").to_pylist() == ["a"]
-    assert store.discard_unfinished("run") == 2 and not list(folder.glob(".*"))
+    assert discard_unfinished(store, "run") == 2 and not list(folder.glob(".*"))
 
 
 def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
-    monkeypatch.setattr("engine.store.results.os.replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         unit(store, "run", "a")
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
@@ -106,7 +115,7 @@ def test_resume_skips_stored_units_and_discards_unfinished_ones(tmp_path, monkey
     wanted = {(video, "r3d", method) for video in "abc" for method in ("aosa", "aosa:top_k=0")}
     assert store.stored_units("run") == {("a", "r3d", "aosa"), ("b", "r3d", "aosa:top_k=0")}
     assert store.table("timings", "run").num_rows == 6
-    assert store.discard_unfinished("run") == 2  # unit c's timings and maps files
+    assert discard_unfinished(store, "run") == 2  # unit c's timings and maps files
     for video, model, method in sorted(wanted - store.stored_units("run")):
         unit(store, "run", video, model, method)
     assert store.stored_units("run") == wanted and store.stored_units("other") == set()
@@ -167,3 +176,33 @@ def test_bad_rows_name_the_table_and_column(tmp_path):
     with pytest.raises(ConfigError, match="rows of run 'other'"):
         store.write_unit("run", [metrics_row("a", run_id="other")])
     assert store.stored_units("run") == set() and parquet_files(tmp_path) == []
+
+
+def test_one_writer_per_run_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    store = ResultStore(tmp_path)
+    with store.lock("r") as held:
+        assert json.loads(held.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(ConfigError, match=f"run 'r' is being written by pid {os.getpid()} on "):
+            store.lock("r").__enter__()
+        with store.lock("other run"):  # other runs are free
+            pass
+    assert not held.path.exists()  # released
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    held.path.write_text(json.dumps({"host": platform.node(), "pid": int(gone.stdout), "since": "2026-01-01T00:00:00"}))
+    with store.lock("r"):  # its process has exited: taken over
+        assert json.loads(held.path.read_text())["pid"] == os.getpid()
+    held.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00"}))
+    with pytest.raises(ConfigError, match=f"on elsewhere .* delete {held.path}"):
+        store.lock("r").__enter__()
+
+
+def test_evaluate_on_a_held_run_id_is_refused_in_seconds_before_ray_starts(tmp_path, capsys):
+    store = ResultStore(tmp_path / "store")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video_id,path\nv,v.mp4\n")
+    with store.lock("busy"):
+        began = time.monotonic()
+        code = evaluate_main(["--manifest", str(manifest), "--model", "probe3d", "--store", str(store.root),
+                              "--run-id", "busy"])
+    assert code == 2 and time.monotonic() - began < 10 and not ray.is_initialized()
+    assert "run 'busy' is being written by pid" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Nightly regression checks: versioned rules as data, per-method summaries of runs via SQL, verdicts.
 
-A nightly run's verdict is a `runs` row whose config JSON is `{"nightly": {...}}` (preset, its version,
-the reference forward time per model, and once judged the rules version and the judgement); the latest
-such row of a run is its current state and its status is "evaluated", "passed" or "failed".
+A nightly run's verdict is a row of the run event log (`run_events`: every `runs` row, where the `runs` view
+keeps each run's latest) whose config JSON is `{"nightly": {...}}` (preset, its version, the reference forward
+time per model, and once judged the rules version and the judgement); the latest such row of a run is its
+current state and its status is "evaluated", "passed" or "failed".
 
 Speed is compared as a ratio measured inside one run: mean seconds per map / seconds of one reference
 forward pass of the same model (`engine.models.timing`), so a slower machine is not a regression.
@@ -34,7 +35,7 @@ Summary = dict[tuple[str, str], dict[str, Any]]  # (method, model) -> metric -> 
 
 SUMMARY_SQL = """
 WITH verdicts AS (
-    SELECT run_id, arg_max(config, created_at) AS config FROM runs
+    SELECT run_id, arg_max(config, created_at) AS config FROM run_events
     WHERE json_exists(config, '$.nightly') GROUP BY run_id),
 reference AS (
     SELECT run_id, ref.model AS model, ref.seconds AS seconds
@@ -57,7 +58,7 @@ SELECT run_id, min(created_at) AS started, arg_max(status, created_at) AS status
        arg_max(config, created_at) AS config, arg_max(versions, created_at) AS versions,
        arg_max(git_sha, created_at) AS git_sha, arg_max(host, created_at) AS host,
        arg_max(device, created_at) AS device
-FROM runs WHERE json_exists(config, '$.nightly') GROUP BY run_id ORDER BY started, run_id
+FROM run_events WHERE json_exists(config, '$.nightly') GROUP BY run_id ORDER BY started, run_id
 """
 
 

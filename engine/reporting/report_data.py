@@ -30,7 +30,7 @@ SELECT method, model, deletion_curve, insertion_curve FROM metrics
 WHERE run_id = ? AND status = 'ok' AND deletion_curve IS NOT NULL ORDER BY method, model
 """
 PARTS_SQL = """
-SELECT DISTINCT config FROM runs WHERE run_id = ? AND json_exists(config, '$.manifest') ORDER BY config
+SELECT DISTINCT config FROM run_events WHERE run_id = ? AND json_exists(config, '$.manifest') ORDER BY config
 """
 MAPS_SQL = """
 SELECT model, video_id, method, map_path FROM metrics

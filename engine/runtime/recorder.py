@@ -1,10 +1,13 @@
 """Turning a finished unit (one video x one method) into store rows and files: metrics, timings, the map,
-and the run's own row with its provenance."""
+and the run's own row with its provenance. Units are stored at once, or inside `buffered()` by a background
+writer several per file (engine.store.writer), so the event loop never waits on the disk."""
 
 from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -13,7 +16,8 @@ import torch
 
 from engine.runtime.provenance import git_sha, package_versions
 from engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
-from engine.store.results import ResultStore
+from engine.store.results import MapFile, ResultStore, unit_rows
+from engine.store.writer import MAX_SECONDS, MAX_UNITS, UnitWriter
 from kernels.metrics import Faithfulness, Pointing
 from schemas.manifest import ManifestRow
 from schemas.method_params import MethodParams
@@ -46,15 +50,27 @@ class UnitRecorder:
 
     def __init__(self, config: RunConfig, store: ResultStore) -> None:
         self.config, self.store = config, store
+        self._writer: UnitWriter | None = None
+
+    @contextmanager
+    def buffered(self, max_units: int = MAX_UNITS, max_seconds: float = MAX_SECONDS) -> Iterator[UnitRecorder]:
+        """Within it, units are stored by a background writer, `max_units` per file or every `max_seconds`;
+        leaving it stores what is buffered and raises a failed write (engine.store.writer)."""
+        with UnitWriter(self.store, self.config.run_id, max_units, max_seconds) as writer:
+            self._writer = writer
+            try:
+                yield self
+            finally:
+                self._writer = None
 
     def keys(self, row: ManifestRow, spec: MethodSpec) -> dict[str, Any]:
         return {"run_id": self.config.run_id, "video_id": row.video_id, "model": self.config.model,
                 "method": spec.key, "method_name": spec.name, "created_at": now()}
 
     def record(self, unit: FinishedUnit) -> str:
-        """Save the map and store the unit's metrics and timings; returns the status, "ok"."""
+        """Store the unit's map, metrics and timings (or hand them to the buffered writer); returns "ok"."""
         row, saliency = unit.prepared.row, unit.result.value
-        map_path = self.store.save_map(self.config.run_id, row.video_id, self.config.model, unit.spec.key,
+        map_file = self.store.map_file(self.config.run_id, row.video_id, self.config.model, unit.spec.key,
                                        saliency.numpy())
         faith, pointing = unit.faith, unit.pointing
         metrics = {
@@ -64,26 +80,30 @@ class UnitRecorder:
             "deletion_curve": faith.deletion.tolist(), "insertion_curve": faith.insertion.tolist(),
             "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
             "seconds_total": unit.flow_seconds + unit.result.busy, "seconds_model": unit.result.seconds,
-            "n_forward": unit.result.clips, "map_path": map_path,
+            "n_forward": unit.result.clips, "map_path": map_file.path, "decoder": unit.prepared.decoder,
             "params": json.dumps(unit.params.to_dict(), sort_keys=True),
         }
-        self._write(metrics, unit.stages, map_path, tuple(saliency.shape))
+        self._write(metrics, unit.stages, map_file)
         return "ok"
 
     def record_failure(self, row: ManifestRow, spec: MethodSpec, failure: Failure) -> str:
         """Store a failed unit as a metrics row with its error kind and message; returns "error"."""
         metrics = {**self.keys(row, spec), "status": "error", "error_kind": failure.kind, "error": failure.message,
                    "label": row.label, "params": json.dumps(spec.params.to_dict(), sort_keys=True)}
-        self._write(metrics, {}, None, None)
+        self._write(metrics, {}, None)
         return "error"
 
-    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], map_path: str | None,
-               shape: tuple[int, ...] | None) -> None:
+    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], map_file: MapFile | None) -> None:
         keys = {key: metrics[key] for key in ("run_id", "video_id", "model", "method", "created_at")}
         timings = [{**keys, "stage": name, "seconds": float(stage.seconds), "items": stage.items, "unit": stage.unit}
                    for name, stage in stages.items()]
-        maps = [] if map_path is None else [{**keys, "path": map_path, "shape": list(shape), "dtype": "float16"}]
-        self.store.write_unit(self.config.run_id, [metrics], timings, maps)
+        maps = [] if map_file is None else [{**keys, "path": map_file.path, "shape": list(map_file.values.shape),
+                                             "dtype": "float16"}]
+        unit = unit_rows(self.config.run_id, [metrics], timings, maps, [map_file] if map_file else [])
+        if self._writer is not None:
+            self._writer.add(unit)
+        else:
+            self.store.write_units(self.config.run_id, [unit])
 
     def record_run(self, status: str, device: str) -> None:
         """A `runs` row: the config, versions, git commit, host and device of the run, in state `status`."""

@@ -2,51 +2,90 @@
 
 Layout under the root (partition values quoted with `partition_value`, reversed by `unquote`):
 
-    runs/run_id=<id>/part-<uuid>.parquet                       one file per `write_run` (status changes)
-    metrics/run_id=<id>/method=<method key>/part-<uuid>.parquet one file per finished unit and method
-    timings/run_id=<id>/part-<uuid>.parquet                    one file per unit
-    maps/run_id=<id>/part-<uuid>.parquet                       one file per unit (rows: where each map lies)
-    maps/run_id=<id>/model=<m>/method=<k>/video_id=<v>.npy     the float16 saliency maps themselves
+    runs/run_id=<id>/part-<uuid>.parquet                        one file per `write_run` (status changes)
+    metrics/run_id=<id>/method=<method key>/part-<group>.parquet one file per flush group (units of one method)
+    timings/run_id=<id>/part-<group>.parquet                    the same group's timings ...
+    maps/run_id=<id>/part-<group>.parquet                       ... and rows saying where each of its maps lies
+    maps/run_id=<id>/model=<m>/method=<k>/video_id=<v>.npy      the float16 saliency maps themselves
+    <table>/run_id=<id>/.../gen-<generation>-<n>.parquet        merged files of `aosa compact`
+    generations/run_id=<id>.json                                which merged files a compacted run reads
 
 Partition columns are ALSO stored inside every file (the directories only prune and help people browse);
-readers turn hive partitioning off and union files by column name. Every file is written under a hidden
-`.<name>.tmp` beside its final name, flushed to disk, then renamed, so readers never see a partial file.
-A unit counts as stored once its metrics file exists (written last); `discard_unfinished` removes the
-timings and maps a crashed unit left behind, so a resumed run stores nothing twice. All paths go through
-`_write_atomic` and `_files`, the two places an fsspec/pyarrow filesystem would plug in.
+readers turn hive partitioning off and union files by column name. Every file is written atomically
+(engine.store.paths.write_atomic). Units are stored in groups (one flush of one method, engine.store.writer):
+the group's timings and maps files come first and its metrics file, of the same name, last; a unit counts as
+stored once its metrics rows land, and `maintenance.discard_unfinished` removes the timings and maps of a
+group whose metrics never landed, so a resumed run stores nothing twice. Which files a reader sees is decided
+in one place, engine.store.generations.visible_files (the compaction protocol).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
-from urllib.parse import quote
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import AosaError, ConfigError
-from engine.store.sql import create_view, run_select, sandbox
+from engine.store.generations import visible_files
+from engine.store.lock import RunLock
+from engine.store.paths import loose_name, partition, partition_value, write_atomic
+from engine.store.sql import QueryLimits, create_latest_view, create_view, run_select, sandbox
 from schemas.tables import TABLES, build_table, schema_of
 
+__all__ = ["MapFile", "ResultStore", "UnitRows", "partition", "partition_value", "unit_rows"]
+
 Rows = Sequence[Mapping[str, Any]]
-PART_GLOB = "part-*.parquet"  # every table file; temp files (".part-...tmp") and hidden files never match
+RUN_EVENTS = "run_events"  # the raw `runs` rows, one per status change; the `runs` view is each run's latest
+UNIT_TABLES = ("timings", "maps", "metrics")  # a group's files in the order they are written: metrics last
 
 
-def partition_value(value: str) -> str:
-    """A path-safe, reversible (urllib.parse.unquote) form of a partition value: only [A-Za-z0-9_.~-] stay."""
-    quoted = quote(value, safe="")
-    return "%2E" + quoted[1:] if quoted.startswith(".") else quoted  # never a hidden or '..' name
+def checked_table(name: str, run_id: str, rows: Rows) -> pa.Table:
+    """Rows of one run as a checked table (see schemas.tables.build_table)."""
+    if not run_id:
+        raise ConfigError("a run id must not be empty")
+    foreign = {str(row["run_id"]) for row in rows if row.get("run_id") not in (None, run_id)}
+    if foreign:
+        raise ConfigError(f"rows of run {sorted(foreign)[0]!r} written to run {run_id!r}")
+    return build_table(name, [{**row, "run_id": run_id} for row in rows])
 
 
-def partition(key: str, value: str) -> str:
-    """One hive directory name, `key=<quoted value>`."""
-    return f"{key}={partition_value(value)}"
+@dataclass(frozen=True)
+class MapFile:
+    """A saliency map to save as a float16 .npy file at `path` (relative to the store root)."""
+
+    path: str
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class UnitRows:
+    """One finished unit's checked rows (timings, maps, metrics tables) and the map files they point to."""
+
+    tables: dict[str, pa.Table]
+    maps: tuple[MapFile, ...] = ()
+
+
+def unit_rows(run_id: str, metrics_rows: Rows, timing_rows: Rows = (), map_rows: Rows = (),
+              maps: Sequence[MapFile] = ()) -> UnitRows:
+    """Check a unit's rows now (a bad row is the caller's error, not a failed flush later)."""
+    if not metrics_rows:
+        raise ConfigError("a unit of work needs at least one metrics row")
+    tables = {"timings": checked_table("timings", run_id, timing_rows),
+              "maps": checked_table("maps", run_id, map_rows), "metrics": checked_table("metrics", run_id, metrics_rows)}
+    methods = set(tables["metrics"].column("method").to_pylist())
+    for name in ("timings", "maps"):
+        stray = set(tables[name].column("method").to_pylist()) - methods
+        if stray:
+            raise ConfigError(f"{name} rows of method {sorted(stray)[0]!r} have no metrics row in their unit")
+    return UnitRows(tables, tuple(maps))
 
 
 class ResultStore:
@@ -60,63 +99,50 @@ class ResultStore:
     def write_run(self, run_row: Mapping[str, Any]) -> None:
         """Append one `runs` row (a new row per status change; the latest `created_at` is current)."""
         run_id = str(run_row.get("run_id") or "")
-        self._write_parquet("runs", run_id, [], uuid.uuid4().hex, self._build("runs", run_id, [run_row]))
+        self._write_parquet("runs", run_id, [], uuid.uuid4().hex, checked_table("runs", run_id, [run_row]))
 
     def write_unit(self, run_id: str, metrics_rows: Rows, timing_rows: Rows = (), map_rows: Rows = ()) -> None:
-        """Store one finished unit of work: every row is checked first, then timings, maps and, last,
-        metrics (one file per method) are written; all files of the unit share one name."""
-        if not metrics_rows:
-            raise ConfigError("a unit of work needs at least one metrics row")
-        by_method: dict[str, list[Mapping[str, Any]]] = {}
-        for row in metrics_rows:
-            by_method.setdefault(str(row.get("method", "")), []).append(row)
-        files = [("timings", [], self._build("timings", run_id, timing_rows)),
-                 ("maps", [], self._build("maps", run_id, map_rows))]
-        files += [("metrics", [partition("method", method)], self._build("metrics", run_id, rows))
-                  for method, rows in by_method.items()]
-        unit = uuid.uuid4().hex
-        for name, partitions, table in files:
-            if table.num_rows:
-                self._write_parquet(name, run_id, partitions, unit, table)
+        """Store one finished unit now: every row is checked first, then written as `write_units` does."""
+        self.write_units(run_id, [unit_rows(run_id, metrics_rows, timing_rows, map_rows)])
 
-    def save_map(self, run_id: str, video_id: str, model: str, method: str, saliency: np.ndarray) -> str:
-        """Save `saliency` as float16 .npy; returns its path relative to the root (for `map_path`)."""
+    def write_units(self, run_id: str, units: Sequence[UnitRows]) -> None:
+        """Store finished units, several per file: their maps, then per method one group of files sharing
+        a name, timings and maps first and metrics last (the group counts as stored once metrics lands)."""
+        for unit in units:
+            self.write_maps(unit)
+        tables = {name: pa.concat_tables([unit.tables[name] for unit in units]) for name in UNIT_TABLES}
+        for method in sorted(set(tables["metrics"].column("method").to_pylist())):
+            group = uuid.uuid4().hex
+            for name in UNIT_TABLES:
+                rows = tables[name].filter(pc.equal(tables[name].column("method"), method))
+                if rows.num_rows:
+                    partitions = [partition("method", method)] if name == "metrics" else []
+                    self._write_parquet(name, run_id, partitions, group, rows)
+
+    def map_file(self, run_id: str, video_id: str, model: str, method: str, saliency: np.ndarray) -> MapFile:
+        """`saliency` as float16 at its place in the store (not written yet; see `write_maps`)."""
         saliency = np.asarray(saliency)
         half = saliency.astype(np.float16)
         if np.isfinite(saliency).all() and not np.isfinite(half).all():
             raise AosaError(f"map of {video_id} / {model} / {method} exceeds the float16 range")
         relative = PurePosixPath("maps", partition("run_id", run_id), partition("model", model),
                                  partition("method", method), partition("video_id", video_id) + ".npy")
-        self._write_atomic(self.root / relative, lambda file: np.save(file, half))
-        return str(relative)
+        return MapFile(str(relative), half)
 
-    @staticmethod
-    def _build(name: str, run_id: str, rows: Rows) -> pa.Table:
-        """Rows of one run as a checked table (see schemas.tables.build_table)."""
-        if not run_id:
-            raise ConfigError("a run id must not be empty")
-        foreign = {str(row["run_id"]) for row in rows if row.get("run_id") not in (None, run_id)}
-        if foreign:
-            raise ConfigError(f"rows of run {sorted(foreign)[0]!r} written to run {run_id!r}")
-        return build_table(name, [{**row, "run_id": run_id} for row in rows])
+    def write_maps(self, unit: UnitRows) -> None:
+        """Write a unit's map files; a map left by a unit that never got stored is overwritten on resume."""
+        for map_file in unit.maps:
+            write_atomic(self.root / map_file.path, lambda file, values=map_file.values: np.save(file, values))
 
-    def _write_parquet(self, name: str, run_id: str, partitions: list[str], unit: str, table: pa.Table) -> None:
+    def save_map(self, run_id: str, video_id: str, model: str, method: str, saliency: np.ndarray) -> str:
+        """Save `saliency` as float16 .npy now; returns its path relative to the root (for `map_path`)."""
+        map_file = self.map_file(run_id, video_id, model, method, saliency)
+        self.write_maps(UnitRows({}, (map_file,)))
+        return map_file.path
+
+    def _write_parquet(self, name: str, run_id: str, partitions: list[str], group: str, table: pa.Table) -> None:
         folder = self.root / name / partition("run_id", run_id) / Path(*partitions)
-        self._write_atomic(folder / f"part-{unit}.parquet", lambda file: pq.write_table(table, file))
-
-    @staticmethod
-    def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-        """`write` into a hidden temp file beside `path`, fsync, then rename over `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(temp, "wb") as file:
-                write(file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+        write_atomic(folder / loose_name(group), lambda file: pq.write_table(table, file))
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -129,22 +155,25 @@ class ResultStore:
             raise ConfigError(f"no map {relative_path!r} in the store {self.root}")
         return np.load(path, allow_pickle=False)
 
-    def connect(self, run_id: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """In-memory DuckDB with one view per table (only `run_id`'s partitions when given).
+    def connect(self, run_id: str | None = None, read_only: bool = False,
+                limits: QueryLimits = QueryLimits()) -> duckdb.DuckDBPyConnection:
+        """In-memory DuckDB with one view per table (only `run_id`'s partitions when given), over the files
+        visible when it connects; `runs` is each run's latest row, `run_events` every row.
 
-        `read_only` sandboxes the connection for user SQL (engine.store.sql.sandbox).
+        `read_only` sandboxes the connection for user SQL within `limits` (engine.store.sql.sandbox).
         """
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone='UTC'")
         for name, schema in TABLES.items():
-            create_view(con, name, schema, self._glob(name, run_id))
+            create_view(con, RUN_EVENTS if name == "runs" else name, schema, self.files(name, run_id))
+        create_latest_view(con, "runs", RUN_EVENTS, key="run_id", order="created_at")
         if read_only:
-            sandbox(con, self.root)
+            sandbox(con, self.root, limits)
         return con
 
     def table(self, name: str, run_id: str | None = None) -> pa.Table:
-        """Every row of one table (of one run), as the current schema plus any columns only old files have."""
-        schema = schema_of(name)
+        """Every row of one table or view (of one run), as the current schema plus columns only old files have."""
+        schema = schema_of("runs" if name == RUN_EVENTS else name)
         with self.connect(run_id) as con:
             result = pa.table(con.sql(f'SELECT * FROM "{name}"'))
         fields = [schema.field(column) if column in schema.names else result.schema.field(column)
@@ -158,25 +187,10 @@ class ResultStore:
             _, rows = run_select(con, "SELECT DISTINCT video_id, model, method FROM metrics")
         return {(video, model, method) for video, model, method in rows}
 
-    def discard_unfinished(self, run_id: str) -> int:
-        """Before resuming `run_id` (no writer running): delete its temp files and the timings and maps of
-        units whose metrics never landed; returns how many files went."""
-        run = partition("run_id", run_id)
-        finished = {path.name for path in self._files("metrics", run)}
-        doomed = [path for name in TABLES for path in (self.root / name / run).rglob(".*.tmp")]
-        doomed += [path for name in ("timings", "maps") for path in self._files(name, run)
-                   if path.name not in finished]
-        for path in doomed:
-            path.unlink(missing_ok=True)
-        return len(doomed)
+    def lock(self, run_id: str) -> RunLock:
+        """The run's writer lock: one process at a time writes a run id (`with store.lock(run_id): ...`)."""
+        return RunLock(self.root, run_id, partition("run_id", run_id))
 
-    def _files(self, name: str, run_partition: str = "") -> Iterator[Path]:
-        """The finished Parquet files of a table (of one run partition); temp and hidden files never match."""
-        return (self.root / name / run_partition).rglob(PART_GLOB)
-
-    def _glob(self, name: str, run_id: str | None) -> str | None:
-        """The DuckDB glob of a table's files, or None while it has none (so the view reads as empty)."""
-        run = partition("run_id", run_id) if run_id is not None else ""
-        if next(self._files(name, run), None) is None:
-            return None
-        return str(self.root / name / run / "**" / PART_GLOB)
+    def files(self, name: str, run_id: str | None = None) -> list[Path]:
+        """The Parquet files of a table (of one run) that readers see (engine.store.generations)."""
+        return visible_files(self.root, name, partition("run_id", run_id) if run_id is not None else None)

@@ -1,4 +1,4 @@
-"""DuckDB mechanics of the result store: typed views over Parquet globs, and a read-only sandbox for user SQL.
+"""DuckDB mechanics of the result store: typed views over Parquet files, and a read-only sandbox for user SQL.
 
 The sandbox (DuckDB >= 1.2 for `allowed_directories`): after the views exist, the connection may read
 only below the store root, cannot spill to disk, install or load extensions, and its configuration is
@@ -7,6 +7,9 @@ locked; `select_statements` admits SELECT statements only (no COPY, ATTACH, CREA
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -26,8 +29,8 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def create_view(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, glob: str | None) -> None:
-    """View `name` with at least `schema`'s columns, over the Parquet files matching `glob` (None: empty).
+def create_view(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, files: Sequence[Path]) -> None:
+    """View `name` with at least `schema`'s columns, over the Parquet `files` (none: an empty view).
 
     Files are unioned by column name, so a column a file lacks reads as null; partition columns are
     stored inside the files, so hive partitioning is off (directory names are quoted, not data).
@@ -35,13 +38,31 @@ def create_view(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, gl
     empty = con.from_arrow(schema.empty_table())
     typed = ", ".join(f'CAST(NULL AS {type_}) AS "{column}"' for column, type_ in zip(empty.columns, empty.dtypes))
     query = f"SELECT {typed} WHERE false"
-    if glob is not None:
-        query += (f" UNION ALL BY NAME SELECT * FROM read_parquet({literal(glob)}, union_by_name=true,"
-                  " hive_partitioning=false)")
+    if files:
+        paths = ", ".join(literal(str(path)) for path in files)
+        query += f" UNION ALL BY NAME SELECT * FROM read_parquet([{paths}], union_by_name=true, hive_partitioning=false)"
     con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {query}')
 
 
+def create_latest_view(con: duckdb.DuckDBPyConnection, name: str, events: str, key: str, order: str) -> None:
+    """View `name`: the latest row (by `order`) of each `key` in the view `events`, every column kept."""
+    con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "{events}" '
+                f'QUALIFY row_number() OVER (PARTITION BY "{key}" ORDER BY "{order}" DESC) = 1')
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one user query may use: wall seconds, rows returned, DuckDB memory, and threads."""
+
+    timeout: float | None = 300.0
+    max_rows: int | None = 1_000_000
+    memory: str = "2GB"
+    threads: int = 2
+
+
 SANDBOX = (
+    "SET memory_limit={memory}",
+    "SET threads={threads}",
     "SET temp_directory=''",                 # never spill to disk
     "SET allowed_directories=[{root}]",
     "SET enable_external_access=false",      # no other file, no network, no ATTACH, no extension install/load
@@ -51,12 +72,13 @@ SANDBOX = (
 )
 
 
-def sandbox(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    """Lock `con` to reading files below `root` (call after the views are created)."""
+def sandbox(con: duckdb.DuckDBPyConnection, root: Path, limits: QueryLimits = QueryLimits()) -> None:
+    """Lock `con` to reading files below `root`, within `limits`' memory and threads (call after the views
+    are created; the configuration is locked last, so a query cannot lift the caps)."""
     allowed = literal(str(root.resolve()).rstrip("/") + "/")
     try:
         for statement in SANDBOX:
-            con.execute(statement.format(root=allowed))
+            con.execute(statement.format(root=allowed, memory=literal(limits.memory), threads=int(limits.threads)))
     except duckdb.Error as exc:
         raise QueryError(f"DuckDB {duckdb.__version__} cannot sandbox queries (1.2 or newer needed): "
                          f"{first_line(exc)}") from None
@@ -77,16 +99,30 @@ def select_statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
     return [statement.query for statement in statements]
 
 
-def run_select(con: duckdb.DuckDBPyConnection, sql: str,
-               parameters: list[object] | None = None) -> tuple[list[str], list[tuple]]:
-    """Column names and rows of one checked SELECT; a DuckDB failure becomes a one-line QueryError."""
+def run_select(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None,
+               limits: QueryLimits | None = None) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of one checked SELECT; a DuckDB failure, or a query past `limits`' timeout or
+    row cap, becomes a one-line QueryError (the query is interrupted, not left running)."""
+    timeout = limits.timeout if limits else None
+    max_rows = limits.max_rows if limits else None
+    timer = threading.Timer(timeout, con.interrupt) if timeout else None
     try:
+        if timer:
+            timer.start()
         cursor = con.execute(sql, parameters)
-        return [column[0] for column in cursor.description], cursor.fetchall()
+        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
+    except duckdb.InterruptException:
+        raise QueryError(f"the query ran past its {timeout:g} s timeout and was stopped (--timeout)") from None
     except duckdb.PermissionException as exc:
         raise QueryError(f"{first_line(exc)} (queries may read only files inside the store)") from None
     except duckdb.Error as exc:
         raise QueryError(first_line(exc)) from None
+    finally:
+        if timer:
+            timer.cancel()
+    if max_rows is not None and len(rows) > max_rows:
+        raise QueryError(f"the query returns more than {max_rows} rows; add a LIMIT or raise --max-rows")
+    return [column[0] for column in cursor.description], rows
 
 
 def first_line(exc: BaseException) -> str:
