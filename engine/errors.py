@@ -23,6 +23,12 @@ class ModelError(AosaError):
     kind = "model"
 
 
+class MapError(AosaError):
+    """A method produced a map that cannot be scored (NaN or infinite values)."""
+
+    kind = "non_finite_map"
+
+
 class ConfigError(AosaError):
     """An option or parameter is invalid."""
 

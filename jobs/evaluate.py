@@ -1,25 +1,33 @@
-"""`aosa evaluate`: every video of a manifest x every method, on Ray, into a Parquet result store."""
+"""`aosa evaluate`: every video of a manifest x every method, on Ray, into a Parquet result store.
+
+Exit status: 0 when every unit is ok, 2 for a usage or configuration error, 3 when some units failed (they
+are error rows in the store; the last line says how many), 130 when interrupted (resume with the run id).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import os
+import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import ray
 
-from engine.datasets.manifests import read_manifest
+from engine.datasets.manifests import count_rows, iter_manifest
 from engine.errors import ConfigError
-from engine.runtime.evaluation import Evaluation
+from engine.runtime.evaluation import Evaluation, Summary
 from engine.store.results import ResultStore
 from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from schemas.run_config import RunConfig, parse_methods
 
-MAX_EXIT_FAILURES = 99
+EXIT_UNITS_FAILED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode-actors", type=int, default=1, help="decode + flow actors")
     parser.add_argument("--max-in-flight", type=int, default=4, help="videos decoded or scored at once")
     parser.add_argument("--metric-batch-size", type=int, default=16, help="clips per deletion/insertion pass")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="on resume, compute the units stored as errors again (default: keep them)")
     add_backend_options(parser)
     add_method_options(parser)
     return parser
@@ -59,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      decoder=args.decoder, decode_device=args.decode_device,
                      model_actors=args.model_actors, decode_actors=args.decode_actors,
                      max_videos_in_flight=args.max_in_flight, metric_batch_size=args.metric_batch_size,
-                     start=args.start, limit=args.limit)
+                     start=args.start, limit=args.limit, retry_errors=args.retry_errors)
 
 
 def connect(address: str | None, cpus_needed: int) -> None:
@@ -73,14 +83,38 @@ def connect(address: str | None, cpus_needed: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    rows = read_manifest(args.manifest)[: config.limit]
-    connect(args.address, config.model_actors + config.decode_actors)
-    with Evaluation(config, ResultStore(args.store)) as evaluation:
-        summary = evaluation.run(rows)
-    print(f"run {config.run_id}: {summary.ok} units ok, {summary.failed} failed, "
+    summary = evaluate(args)
+    print(f"run {summary.run_id}: {summary.ok} units ok, {summary.failed} failed, "
           f"{summary.skipped} already stored -> {args.store}")
-    return min(summary.failed, MAX_EXIT_FAILURES)
+    return EXIT_UNITS_FAILED if summary.failed else 0
+
+
+def evaluate(args: argparse.Namespace, reference_repeats: int = 0) -> Summary:
+    """Run (or resume) the evaluation the arguments describe; with `reference_repeats`, also time the
+    reference forward pass inside the run's model actors before they stop (what the nightly divides by)."""
+    config = config_from_args(args)
+    rows = itertools.islice(iter_manifest(args.manifest), config.limit)  # header checked here, rows streamed
+    total = min(count_rows(args.manifest), config.limit or sys.maxsize)
+    store = ResultStore(args.store)
+    with store.lock(config.run_id), sigterm_interrupts():  # a second writer of the run is refused at once
+        connect(args.address, config.model_actors + config.decode_actors)
+        with Evaluation(config, store) as evaluation:
+            summary = evaluation.run(rows, total)
+            if reference_repeats:
+                summary = dataclasses.replace(summary, reference_seconds=evaluation.reference_seconds(reference_repeats))
+    return summary
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """A SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: stored as `interrupted`, resumable."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

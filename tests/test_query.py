@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -211,3 +212,26 @@ def test_report_run_choice_and_json(store_dir, capsys):
 def test_report_on_empty_store_is_one_line(tmp_path, capsys):
     assert report(["--store", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "aosa report: error: the store holds no metrics yet"
+
+
+def test_a_runaway_query_is_stopped_at_its_timeout_in_one_line(store_dir, capsys):
+    began = time.monotonic()
+    code, out, err = run_query(capsys, store_dir, "SELECT count(*) FROM range(1000000000000) a", "--timeout", "1")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "1 s timeout" in err
+    assert time.monotonic() - began < 30
+
+
+def test_a_query_past_the_row_cap_is_one_line_not_a_truncated_answer(store_dir, capsys):
+    code, out, err = run_query(capsys, store_dir, "SELECT * FROM range(10)", "--max-rows", "9")
+    assert code == 2 and out == "" and "more than 9 rows" in err
+    code, out, _ = run_query(capsys, store_dir, "SELECT * FROM range(10)", "--max-rows", "10", "--format", "csv")
+    assert code == 0 and len(out.strip().splitlines()) == 11
+
+
+def test_memory_and_thread_caps_are_set_and_locked(store_dir, capsys):
+    sql = "SELECT current_setting('threads') AS threads, current_setting('memory_limit') AS memory"
+    code, out, _ = run_query(capsys, store_dir, sql, "--threads", "1", "--memory-limit", "256MB", "--format", "json")
+    settings = json.loads(out)[0]
+    assert code == 0 and int(settings["threads"]) == 1 and settings["memory"].startswith(("244", "256"))
+    with ResultStore(store_dir).connect(read_only=True) as con, pytest.raises(duckdb.Error, match="locked"):
+        con.execute("SET threads=8")

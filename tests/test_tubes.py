@@ -1,11 +1,13 @@
 """Anchors, tracks, tube boxes and the box arithmetic of TubeSet, against dense references."""
 
+import pytest
 import torch
 
 from kernels.anchors import grid_anchors
 from kernels.cooccurrence import cooccurrence_groups
 from kernels.tracks import track_points
 from kernels.tubes import TubeSet, cuboid_tubes, tube_boxes, window_starts
+from schemas.method_params import ParamsError
 
 
 def constant_flow(frames: int, height: int, width: int, dx: float, dy: float) -> torch.Tensor:
@@ -90,3 +92,9 @@ def test_window_starts_follow_captum_rule():
     cuboids = cuboid_tubes(16, 112, 112, (8, 16, 16), (4, 8, 8))
     assert len(cuboids) == 3 * 13 * 13
     assert cuboids.masks(torch.tensor([0]))[0].sum() == 8 * 16 * 16
+
+
+def test_a_stride_that_leaves_no_anchor_is_a_parameter_error():
+    assert grid_anchors(16, 16, 31).shape == (1, 2)  # the first anchor at 15 still fits
+    with pytest.raises(ParamsError, match="stride 32 leaves no anchor in a 16x16 frame"):
+        grid_anchors(16, 16, 32)

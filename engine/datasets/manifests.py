@@ -7,7 +7,8 @@ does not exist is not a manifest error: the evaluation stores it as a failed row
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,33 +28,70 @@ def _format(path: Path) -> str:
     return suffix
 
 
-def _records(path: Path) -> tuple[list[str], list[dict[str, object]]]:
-    """Column names and the data rows of a manifest file, as dicts."""
+def _columns_and_records(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[dict[str, object]]]:
+    """Column names and a lazy stream of the data rows as dicts, read `chunk_rows` at a time for Parquet."""
     if _format(path) == ".parquet":
-        table = pq.read_table(path)
-        return table.column_names, table.to_pylist()
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        return list(reader.fieldnames), list(reader)
+        parquet = pq.ParquetFile(path)
+        records = (record for batch in parquet.iter_batches(batch_size=chunk_rows) for record in batch.to_pylist())
+        return parquet.schema_arrow.names, records
+    handle = path.open(newline="", encoding="utf-8-sig")
+    reader = csv.DictReader(handle)
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+
+    def records_then_close() -> Iterator[dict[str, object]]:
+        with handle:
+            yield from reader
+    return list(reader.fieldnames), records_then_close()
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
-    """Read and validate a manifest; relative video paths resolve against the manifest's folder."""
+    """Read and validate a whole manifest; relative video paths resolve against the manifest's folder."""
+    return list(iter_manifest(path))
+
+
+def iter_manifest(path: Path, chunk_rows: int = 1024) -> Iterator[ManifestRow]:
+    """Stream a manifest's rows, validated as they come, so a run's memory does not grow with its length.
+
+    The header is checked before the first row is yielded; a bad or repeated row raises when reached.
+    """
     path = Path(path)
-    try:
-        columns, records = _records(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: manifest not found") from None
-    except (OSError, pa.ArrowException, csv.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read manifest ({exc})") from None
+    with _read_errors(path):
+        columns, records = _columns_and_records(path, chunk_rows)
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise ConfigError(f"{path}: missing required column {', '.join(missing)} "
                           f"(columns are {', '.join(MANIFEST_COLUMNS)})")
-    rows = [_row(path, number, record) for number, record in enumerate(records, start=1)]
-    _check_unique(path, rows)
-    return rows
+    return _validated(path, records)
+
+
+def _validated(path: Path, records: Iterator[dict[str, object]]) -> Iterator[ManifestRow]:
+    first: dict[str, int] = {}
+    with _read_errors(path):
+        for number, record in enumerate(records, start=1):
+            row = _row(path, number, record)
+            _check_new(path, number, row.video_id, first)
+            yield row
+
+
+def count_rows(path: Path) -> int:
+    """How many data rows a manifest has (Parquet metadata, or one streaming pass over a CSV), for progress."""
+    path = Path(path)
+    with _read_errors(path):
+        if _format(path) == ".parquet":
+            return pq.ParquetFile(path).metadata.num_rows
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+
+
+@contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """File-level read failures as one ConfigError naming the manifest."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: manifest not found") from None
+    except (OSError, pa.ArrowException, csv.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read manifest ({exc})") from None
 
 
 def _row(path: Path, number: int, record: dict[str, object]) -> ManifestRow:
@@ -71,14 +109,19 @@ def _resolve(manifest: Path, video: object) -> Path:
     return (manifest.parent / str(video)).resolve()
 
 
+def _check_new(path: Path, number: int, video_id: str, first: dict[str, int]) -> None:
+    """Row `number`'s video_id must not have appeared before; a repeat names both rows."""
+    if video_id in first:
+        raise ConfigError(f"{path}: row {number}: column video_id: duplicate {video_id!r} "
+                          f"(first at row {first[video_id]})")
+    first[video_id] = number
+
+
 def _check_unique(path: Path, rows: Sequence[ManifestRow]) -> None:
     """Every video_id appears once; a repeat names both rows."""
     first: dict[str, int] = {}
     for number, row in enumerate(rows, start=1):
-        if row.video_id in first:
-            raise ConfigError(f"{path}: row {number}: column video_id: duplicate {row.video_id!r} "
-                              f"(first at row {first[row.video_id]})")
-        first[row.video_id] = number
+        _check_new(path, number, row.video_id, first)
 
 
 def write_manifest(rows: Sequence[ManifestRow], path: Path) -> None:

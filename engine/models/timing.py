@@ -1,4 +1,4 @@
-"""The reference forward pass: a model's own speed on this machine, which the nightly divides map times by."""
+"""The reference forward pass: a model's own speed where it runs, which the nightly divides map times by."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import time
 
 import torch
 
-from engine.models.loading import load_model
+from engine.models.loading import LoadedModel
 
-REFERENCE_REPEATS = 5
+REFERENCE_REPEATS = 20
 
 
-def reference_forward_seconds(spec: str, device: str = "cpu", repeats: int = REFERENCE_REPEATS) -> float:
-    """Median seconds of one forward pass of `spec` on a fixed clip (batch of one), after one warm-up pass."""
-    model = load_model(spec, device)
+def forward_seconds(model: LoadedModel, repeats: int = REFERENCE_REPEATS) -> float:
+    """Median seconds of one forward pass of a fixed clip (batch of one) on `model`, after one warm-up pass."""
     prep = model.preprocessing
     clip = torch.randn((1, 3, prep.frames, *prep.size), generator=torch.Generator().manual_seed(0))
     seconds = []

@@ -24,7 +24,9 @@ class ActorPool:
         self.models: list[ray.actor.ActorHandle] = []
         self.preparers: list[ray.actor.ActorHandle] = []
         batch_size = max(max(spec.params.batch_size for spec in config.methods), config.metric_batch_size)
-        self.models = [ModelActor.options(**self._model_resources()).remote(
+        # SPREAD: on a multi-node cluster the model actors land on different nodes, so one video's shards are
+        # scored on several nodes and losing a node loses only its share (Ray restarts those actors elsewhere)
+        self.models = [ModelActor.options(scheduling_strategy="SPREAD", **self._model_resources()).remote(
             config.model, config.device, config.backend, batch_size, config.engine_cache)
             for _ in range(config.model_actors)]
         self.describe = self._await_models()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ from engine.io.preprocess import Clip, load_clip, model_boxes
 from engine.models.backends import use_backend
 from engine.models.counting import CountingModel
 from engine.models.loading import load_model
+from engine.models.timing import forward_seconds
 from kernels.methods import get_method
-from kernels.metrics import Faithfulness, faithfulness
+from kernels.metrics import curve_points
 from kernels.occlusion import occlusion_scores
 from kernels.scoring import ScoreFunction
 from kernels.space import InputSpace
@@ -52,17 +54,20 @@ class Stage(NamedTuple):
 
 @dataclass
 class PreparedVideo:
-    """A decoded clip at model resolution with its flows (one per flow method asked for) and model-pixel boxes."""
+    """A decoded clip at model resolution with its flows (one per flow method asked for), model-pixel boxes
+    and the decoder that read it (for the metrics row's `decoder` column)."""
 
     row: ManifestRow
-    clip: Clip
+    clip: Clip | None  # None once split off to travel by reference (`VideoPreparer.prepare_by_reference`)
+    shape: tuple[int, int, int, int]  # (C, T, H, W) of the model-input clip
     flows: dict[str, torch.Tensor]
     boxes: list[tuple[int, int, int, int, int]]
     timings: dict[str, float] = field(default_factory=dict)
+    decoder: str = "unknown"
 
     def stages(self) -> dict[str, Stage]:
         """Decode (frames) and each flow (frame pairs) as stages, for the timings table."""
-        frames = self.clip.tensor.shape[1]
+        frames = self.shape[1]
         return {name: Stage(seconds, frames, "frames") if name == "decode"
                 else Stage(seconds, frames - 1, "frame pairs") for name, seconds in self.timings.items()}
 
@@ -85,9 +90,18 @@ class VideoPreparer:
                 flows[method] = compute_flow(clip.frames, method)
                 timings[f"flow:{method}"] = time.perf_counter() - began
             boxes = model_boxes(row, clip.geometry, self.preprocessing.frames)
-            return PreparedVideo(row, clip, flows, boxes, timings)
+            return PreparedVideo(row, clip, tuple(clip.tensor.shape), flows, boxes, timings, decoder=clip.decoder)
         except (AosaError, ValueError, OSError) as exc:
             return Failure.of(exc)
+
+    def prepare_by_reference(self, row: ManifestRow, flow_methods: tuple[str, ...]
+                             ) -> tuple[PreparedVideo | Failure, torch.Tensor | None]:
+        """`prepare`, split in two for a call with `num_returns=2`: the small description for the scheduler,
+        and the clip tensor, which stays in the object store for the model actors (the caller owns both)."""
+        prepared = self.prepare(row, flow_methods)
+        if isinstance(prepared, Failure):
+            return prepared, None
+        return dataclasses.replace(prepared, clip=None), prepared.clip.tensor
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,10 @@ class ModelWorker:
         value = work(counted)  # every work returns CPU tensors, so a GPU's queue has drained by now
         return ModelResult(value, counted.seconds, counted.clips, time.perf_counter() - began)
 
+    def reference_seconds(self, repeats: int) -> float:
+        """Median seconds of a batch-1 forward pass of a fixed clip here, under this worker's threads and load."""
+        return forward_seconds(self.model, repeats)
+
     def logits(self, clip: torch.Tensor) -> ModelResult:
         """Logits (classes,) of the clean clip, on the CPU."""
         with torch.no_grad():
@@ -146,10 +164,12 @@ class ModelWorker:
             return explainer.attribute(clip.to(self.model.device), target, flow).cpu()
         return self._run(work)
 
-    def faithfulness(self, clip: torch.Tensor, saliency: torch.Tensor, target: int, batch_size: int) -> ModelResult:
-        """Deletion and insertion curves of a map (softmax probability of the target)."""
-        def work(model: CountingModel) -> Faithfulness:
+    def curve_points(self, clip: torch.Tensor, saliency: torch.Tensor, target: int,
+                     shard: list[tuple[str, list[int]]], batch_size: int) -> ModelResult:
+        """Target probabilities at some points of the deletion and insertion curves (one shard of a map's 58)."""
+        def work(model: CountingModel) -> list[torch.Tensor]:
             inputs = clip.to(self.model.device)
-            return faithfulness(ScoreFunction(model, target, "prob"), inputs, saliency.to(inputs.device),
-                                batch_size=batch_size)
+            score = ScoreFunction(model, target, "prob")
+            return [curve_points(score, inputs, saliency.to(inputs.device), curve, torch.tensor(points),
+                                 batch_size=batch_size) for curve, points in shard]
         return self._run(work)

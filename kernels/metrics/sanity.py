@@ -17,12 +17,19 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two same-size tensors over all elements (Pearson of tie-averaged ranks)."""
+    """Spearman rank correlation of two same-size tensors over all elements (Pearson of tie-averaged ranks).
+
+    A constant tensor ranks nothing: against a non-constant one that is 0 (no agreement), and two constant
+    tensors agree fully (1), so a map that randomization flattens counts as decorrelated, never as NaN.
+    """
     if a.numel() != b.numel():
         raise ValueError(f"spearman needs equal sizes, got {a.numel()} and {b.numel()}")
     ranks_a = average_ranks(a.detach().flatten().cpu()) - (a.numel() + 1) / 2
     ranks_b = average_ranks(b.detach().flatten().cpu()) - (b.numel() + 1) / 2
-    return float((ranks_a @ ranks_b) / (ranks_a.norm() * ranks_b.norm()))
+    norms = ranks_a.norm() * ranks_b.norm()
+    if norms == 0:
+        return 1.0 if ranks_a.norm() == ranks_b.norm() == 0 else 0.0
+    return float((ranks_a @ ranks_b) / norms)
 
 
 def cascade_layers(model: nn.Module) -> list[str]:

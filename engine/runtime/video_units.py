@@ -1,0 +1,188 @@
+"""One video's units in an evaluation: prepare the clip (by reference), run each pending method with its
+masks and its curve points sharded across the model actors, score the map, record the unit. Whatever one
+video raises ends as its error rows; Ray losing an actor, node or object mid-call is retried first."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ray
+import torch
+
+from engine.errors import MapError
+from engine.runtime.pool import ActorPool
+from engine.runtime.recorder import FinishedUnit, UnitRecorder
+from engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
+from kernels.methods import get_method
+from kernels.methods.occlusion_base import OcclusionMethod
+from kernels.metrics import CURVES, STEPS, Faithfulness, pointing_game
+from kernels.occlusion import aggregate
+from kernels.scoring import target_scores
+from schemas.manifest import ManifestRow
+from schemas.method_params import MethodParams
+from schemas.run_config import MethodSpec, RunConfig
+
+# Ray losing an actor, a node or an object mid-call: the call may not have run, and running it again is safe.
+TRANSIENT = (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
+             ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError)
+TRANSIENT_RETRIES = 5
+
+
+class VideoUnits:
+    """Runs the pending units of one video at a time on the pool; returns each unit's stored status."""
+
+    def __init__(self, config: RunConfig, pool: ActorPool, recorder: UnitRecorder, num_classes: int,
+                 flow_methods: tuple[str, ...]) -> None:
+        self.config, self.pool, self.recorder = config, pool, recorder
+        self.num_classes, self.flow_methods = num_classes, flow_methods
+
+    async def run(self, row: ManifestRow, specs: list[MethodSpec]) -> list[str]:
+        """All pending units of one video; returns each unit's status. Nothing raised here ends the run: a
+        failure is an error row per unit, after up to TRANSIENT_RETRIES retries when Ray lost an actor,
+        node or object on the way (the work is pure compute, so redoing it is safe; stored units stay)."""
+        statuses: list[str] = []
+        pending = list(specs)
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                await self._once(row, pending, statuses)
+                return statuses
+            except TRANSIENT as exc:
+                lost = exc
+                await asyncio.sleep(min(2.0 ** attempt, 30.0))
+        failure = failure_of(row, lost)
+        return statuses + [self.recorder.record_failure(row, spec, failure) for spec in pending]
+
+    async def _once(self, row: ManifestRow, pending: list[MethodSpec], statuses: list[str]) -> None:
+        """Prepare the video and run its pending units, moving each recorded unit from `pending` to `statuses`."""
+        try:
+            # the clip stays in the object store: model actors read it by reference, the driver never holds it
+            prepared_ref, clip_ref = self.pool.next_preparer().prepare_by_reference.options(num_returns=2).remote(
+                row, self.flow_methods)
+            prepared = await prepared_ref
+            failure = prepared if isinstance(prepared, Failure) else label_failure(row, self.num_classes)
+            if failure is None:
+                logits = (await self.pool.next_model().logits.remote(clip_ref)).value
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any exception of one video is that video's error rows
+            failure = failure_of(row, exc)
+        while pending:
+            spec = pending[0]
+            try:
+                if failure is not None:
+                    statuses.append(self.recorder.record_failure(row, spec, failure))
+                    pending.pop(0)
+                    continue
+                unit = await self._unit(prepared, clip_ref, logits, spec, first=not statuses)
+                statuses.append(self.recorder.record(unit))
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # noqa: BLE001 - scoring or storing one unit failed: its error row
+                statuses.append(self.recorder.record_failure(row, spec, failure_of(row, exc)))
+            pending.pop(0)
+
+    async def _unit(self, prepared: PreparedVideo, clip_ref: ray.ObjectRef, logits: torch.Tensor,
+                    spec: MethodSpec, first: bool) -> FinishedUnit:
+        """Explain one video with one method and score the map."""
+        began = time.perf_counter()
+        method = get_method(spec.name)
+        params = method.resolve(spec.params)
+        target = prepared.row.label if prepared.row.label is not None else int(logits.argmax())
+        flow = prepared.flows.get(params.flow) if method.needs_flow else None
+        if issubclass(method, OcclusionMethod):
+            result = await sharded_map(self.pool, spec.name, params, method, prepared, clip_ref, logits, target,
+                                       flow)
+        else:
+            result = await self.pool.next_model().attribute.remote(spec.name, params, clip_ref, target, flow)
+        if not torch.isfinite(result.value).all():
+            raise MapError(f"{prepared.row.path}: the {spec.key} map has {int((~torch.isfinite(result.value)).sum())}"
+                           " non-finite values (NaN or infinite); it is not scored")
+        explained = time.perf_counter()
+        faith = await sharded_faithfulness(self.pool, clip_ref, result.value, target, self.config.metric_batch_size)
+        pointing = pointing_game(result.value, prepared.boxes) if prepared.row.boxes is not None else None
+        finished = time.perf_counter()
+        flow_seconds = prepared.timings.get(f"flow:{params.flow}", 0.0) if method.needs_flow else 0.0
+        stages = {"explain": Stage(explained - began, 1, "maps"),
+                  "model_forward": Stage(result.seconds, result.clips, "clips"),
+                  "metrics": Stage(finished - explained, faith.clips, "clips"),
+                  "total": Stage(flow_seconds + finished - began, 1, "maps")}
+        if first:  # decode and flow are shared by the video's units: stored once, with its first unit
+            stages |= prepared.stages()
+        score = float(target_scores(logits[None], target, params.score)[0])
+        return FinishedUnit(prepared, spec, params, logits, target, score, result, faith.value, pointing, stages,
+                            flow_seconds)
+
+
+async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: type[OcclusionMethod],
+                      prepared: PreparedVideo, clip_ref: ray.ObjectRef, logits: torch.Tensor, target: int,
+                      flow: torch.Tensor | None) -> ModelResult:
+    """One occlusion map, its masks split into one contiguous shard per model actor, the score drops aggregated
+    here. Busy seconds add the driver's tubes and aggregation to every shard's: the map's cost on one device."""
+    began = time.perf_counter()
+    tubes = method.tubes(params, torch.empty(prepared.shape, device="meta"), flow)  # tubes need only the shape
+    tubes_ref = ray.put(tubes)
+    models = pool.models
+    shards = [shard for shard in torch.arange(len(tubes)).tensor_split(len(models)) if len(shard)]
+    driver = time.perf_counter() - began
+    results: list[ModelResult] = await asyncio.gather(*(
+        actor.occlusion_scores.remote(name, params, clip_ref, target, tubes_ref, shard)
+        for actor, shard in zip(models, shards)))
+    began = time.perf_counter()
+    scores = torch.cat([result.value for result in results])
+    base = target_scores(logits[None], target, params.score)[0]
+    saliency = aggregate(tubes, base - scores, params.aggregate)
+    driver += time.perf_counter() - began
+    return ModelResult(saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1,
+                       driver + sum(r.busy for r in results))
+
+
+async def sharded_faithfulness(pool: ActorPool, clip_ref: ray.ObjectRef, saliency: torch.Tensor, target: int,
+                               batch_size: int, steps: int = STEPS) -> ModelResult:
+    """Deletion and insertion of a map with their 2 x (steps + 1) points split into one contiguous shard per
+    model actor, like the map's masks; the value is the Faithfulness, clips and seconds summed over shards."""
+    points = [(curve, point) for curve in CURVES for point in range(steps + 1)]
+    size = -(-len(points) // len(pool.models))
+    parts = [points[first:first + size] for first in range(0, len(points), size)]
+    shards = [[(curve, [point for name, point in part if name == curve]) for curve in CURVES
+               if any(name == curve for name, _ in part)] for part in parts]
+    results: list[ModelResult] = await asyncio.gather(*(
+        actor.curve_points.remote(clip_ref, saliency, target, shard, batch_size)
+        for actor, shard in zip(pool.models, shards)))
+    pieces: dict[str, list[torch.Tensor]] = {curve: [] for curve in CURVES}
+    for shard, result in zip(shards, results):
+        for (curve, _), scores in zip(shard, result.value):
+            pieces[curve].append(scores)
+    faith = Faithfulness.of(*(torch.cat(pieces[curve]) for curve in CURVES))
+    return ModelResult(faith, sum(r.seconds for r in results), sum(r.clips for r in results),
+                       sum(r.busy for r in results))
+
+
+def label_failure(row: ManifestRow, num_classes: int) -> Failure | None:
+    """A label outside the model's classes is the video's failure (kind `label`), found before any scoring."""
+    if row.label is not None and not 0 <= row.label < num_classes:
+        return Failure("label", f"{row.video_id}: label {row.label} is outside the model's "
+                                f"{num_classes} classes (0..{num_classes - 1})")
+    return None
+
+
+TORCHSCRIPT_PREAMBLE = "The following operation failed in the TorchScript interpreter"
+
+
+def failure_of(row: ManifestRow, exc: BaseException) -> Failure:
+    """The failure of one video or unit from whatever raised (inside a Ray task error too), in one line
+    naming the file. A TorchScript model's error says what went wrong in its last line, not its first."""
+    failure = Failure.of(_cause(exc))
+    lines = [line.strip() for line in str(_cause(exc)).splitlines() if line.strip()]
+    if lines and lines[0].startswith(TORCHSCRIPT_PREAMBLE):
+        kind, _, message = lines[-1].partition(": ")
+        failure = Failure(kind.rpartition(".")[2] if message else failure.kind, message or lines[-1])
+    if str(row.path) in failure.message:
+        return failure
+    return Failure(failure.kind, f"{row.path}: {failure.message}")
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The user-level exception inside a Ray task error."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
