@@ -10,18 +10,45 @@ import torch
 from engine.models.loading import LoadedModel
 
 REFERENCE_REPEATS = 20
+SAMPLE_INTERVAL = 1.0  # seconds between two reference samples taken while a worker scores maps
 
 
-def forward_seconds(model: LoadedModel, repeats: int = REFERENCE_REPEATS) -> float:
-    """Median seconds of one forward pass of a fixed clip (batch of one) on `model`, after one warm-up pass."""
+def _timed_passes(model: LoadedModel, count: int) -> list[float]:
     prep = model.preprocessing
     clip = torch.randn((1, 3, prep.frames, *prep.size), generator=torch.Generator().manual_seed(0))
     seconds = []
     with torch.no_grad():
-        for _ in range(repeats + 1):
+        for _ in range(count):
             began = time.perf_counter()
             model(clip)
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
             seconds.append(time.perf_counter() - began)
-    return statistics.median(seconds[1:])
+    return seconds
+
+
+class ReferenceSampler:
+    """Times one reference forward pass now and then while a worker scores maps (at most once a second), so
+    the speed reference sees the threads and the load the maps ran under, not an idle machine."""
+
+    def __init__(self, model: LoadedModel, interval: float = SAMPLE_INTERVAL) -> None:
+        self.model, self.interval = model, interval
+        self.samples: list[float] = []
+        self._last = -float("inf")
+        self._warm = False
+
+    def maybe_sample(self) -> None:
+        """Take a sample when the last one is older than the interval."""
+        if time.monotonic() - self._last >= self.interval:
+            self._sample()
+
+    def median(self, repeats: int = REFERENCE_REPEATS) -> float:
+        """Median of the samples taken during the run, topped up to `repeats` samples now if it took fewer."""
+        while len(self.samples) < repeats:
+            self._sample()
+        return statistics.median(self.samples)
+
+    def _sample(self) -> None:
+        """One timed forward pass (after a warm-up pass the first time)."""
+        self.samples.append(_timed_passes(self.model, 1 if self._warm else 2)[-1])
+        self._warm, self._last = True, time.monotonic()

@@ -19,7 +19,7 @@ from engine.io.preprocess import Clip, load_clip, model_boxes
 from engine.models.backends import use_backend
 from engine.models.counting import CountingModel
 from engine.models.loading import load_model
-from engine.models.timing import forward_seconds
+from engine.models.timing import ReferenceSampler
 from kernels.methods import get_method
 from kernels.metrics import curve_points
 from kernels.occlusion import occlusion_scores
@@ -122,6 +122,7 @@ class ModelWorker:
                  engine_cache: str = "~/.cache/aosa/engines") -> None:
         self.model = load_model(spec, device)
         self.backend = use_backend(self.model, backend, batch_size, Path(engine_cache).expanduser())
+        self.reference = ReferenceSampler(self.model)
         prep = self.model.preprocessing
         self.space = InputSpace(mean=prep.mean, std=prep.std)
 
@@ -134,11 +135,13 @@ class ModelWorker:
         began = time.perf_counter()
         counted = CountingModel(self.model)
         value = work(counted)  # every work returns CPU tensors, so a GPU's queue has drained by now
-        return ModelResult(value, counted.seconds, counted.clips, time.perf_counter() - began)
+        result = ModelResult(value, counted.seconds, counted.clips, time.perf_counter() - began)
+        self.reference.maybe_sample()  # after the call: its busy seconds do not include the sample
+        return result
 
     def reference_seconds(self, repeats: int) -> float:
-        """Median seconds of a batch-1 forward pass of a fixed clip here, under this worker's threads and load."""
-        return forward_seconds(self.model, repeats)
+        """Median seconds of a batch-1 forward of a fixed clip here, sampled while this worker scored maps."""
+        return self.reference.median(repeats)
 
     def logits(self, clip: torch.Tensor) -> ModelResult:
         """Logits (classes,) of the clean clip, on the CPU."""
