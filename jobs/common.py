@@ -38,6 +38,11 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                        help="smoothgrad: noise std as a fraction of the input range")
     group.add_argument("--smooth-samples", type=int, default=defaults.smooth_samples,
                        help="smoothgrad: noisy copies averaged")
+    group.add_argument("--areas", default=defaults.areas, help="step: kept fractions of the clip, one mask each")
+    group.add_argument("--iterations", type=int, default=defaults.iterations, help="step: optimizer steps")
+    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="step: Adam step size")
+    group.add_argument("--smoothness", type=float, default=defaults.smoothness,
+                       help="step: weight of the spatio-temporal smoothness term")
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +59,8 @@ def method_params(args: argparse.Namespace) -> MethodParams:
     return MethodParams(stride=args.stride, mask=args.mask, top_k=args.top_k, fill=args.fill, score=args.score,
                         relu=args.relu, aggregate=args.aggregate, batch_size=args.batch_size,
                         samples=args.samples, radius=args.radius, flow=args.flow, seed=args.seed,
-                        layer=args.layer, noise=args.noise, smooth_samples=args.smooth_samples)
+                        layer=args.layer, noise=args.noise, smooth_samples=args.smooth_samples, areas=args.areas,
+                        iterations=args.iterations, learning_rate=args.learning_rate, smoothness=args.smoothness)
 
 
 def run_guarded(name: str, job: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,

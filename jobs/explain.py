@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from engine.io.preprocess import Clip
 from engine.models.backends import use_backend
@@ -63,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
     params = method_params(args)
     model = load_model(args.model, args.device)
     backend = use_backend(model, args.backend, params.batch_size, args.engine_cache)
-    clip, result = explain_video(args.video, model, args.method, params, args.target, args.start, args.decoder)
+    with tqdm(desc=args.method, unit="step", dynamic_ncols=True, leave=False, disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        clip, result = explain_video(args.video, model, args.method, params, args.target, args.start, args.decoder,
+                                     progress)
     meta = write_outputs(args.out, args.video, args.start, clip, model, result, backend)
     print(f"{args.method}: target {meta['target_name']} (score {result.score:.4f}), "
           f"{result.n_forward} clips through the model, {result.timings['total']:.2f} s -> {args.out}")

@@ -12,6 +12,7 @@ SCORES = ("prob", "logit")
 AGGREGATES = ("coverage", "rise")
 FLOWS = ("farneback", "dis", "farneback-cuda", "auto")
 MAX_TOP_K = 8
+MAX_AREAS = 8                            # STEP optimizes one mask per area in one batch
 
 
 class ParamsError(ValueError):
@@ -37,10 +38,15 @@ class MethodParams:
     layer: str | None = None             # Grad-CAM layer, a dotted module path (None: the last Conv3d)
     noise: float = 0.15                  # SmoothGrad noise std as a fraction of the input's value range
     smooth_samples: int = 16             # SmoothGrad noisy copies averaged
+    areas: str = "0.05,0.1,0.15,0.5"     # STEP: kept fractions of the clip, one mask each ("," or "/" between)
+    iterations: int = 100                # STEP: optimizer steps
+    learning_rate: float = 0.05          # STEP: Adam step size on the mask parameters
+    smoothness: float = 300.0            # STEP: weight of the spatio-temporal smoothness (core) term
 
     def __post_init__(self) -> None:
         positive = {"stride": self.stride, "mask": self.mask, "batch_size": self.batch_size,
-                    "samples": self.samples, "radius": self.radius, "smooth_samples": self.smooth_samples}
+                    "samples": self.samples, "radius": self.radius, "smooth_samples": self.smooth_samples,
+                    "iterations": self.iterations}
         for name, value in positive.items():
             if value < 1:
                 raise ParamsError(f"{name} must be at least 1, got {value}")
@@ -49,10 +55,19 @@ class MethodParams:
                               "inclusion-exclusion over the 2^(K+1) - 1 overlaps of a group's tubes)")
         if not 0 <= self.noise < math.inf:
             raise ParamsError(f"noise must be a finite number at least 0, got {self.noise}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ParamsError(f"learning_rate must be a finite number above 0, got {self.learning_rate}")
+        if not 0 <= self.smoothness < math.inf:
+            raise ParamsError(f"smoothness must be a finite number at least 0, got {self.smoothness}")
+        parse_areas(self.areas)
         for name, value, allowed in (("fill", self.fill, FILLS), ("score", self.score, SCORES),
                                      ("aggregate", self.aggregate, AGGREGATES), ("flow", self.flow, FLOWS)):
             if value is not None and value not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    @property
+    def area_values(self) -> tuple[float, ...]:
+        return parse_areas(self.areas)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,6 +82,19 @@ class MethodParams:
             current = getattr(self, name)
             values[name] = _convert(name, text, current if current is not None else "")
         return dataclasses.replace(self, **values)
+
+
+def parse_areas(text: str) -> tuple[float, ...]:
+    """STEP's target areas from "0.05,0.1" (or "0.05/0.1", which fits inside `--methods step:areas=...`)."""
+    try:
+        values = tuple(float(part) for part in text.replace("/", ",").split(","))
+    except ValueError:
+        raise ParamsError(f"areas must be numbers separated by ',' or '/', got {text!r}") from None
+    if len(values) > MAX_AREAS:
+        raise ParamsError(f"areas must list at most {MAX_AREAS} fractions, got {len(values)} in {text!r}")
+    if not all(0 < value < 1 for value in values):
+        raise ParamsError(f"areas must be fractions strictly between 0 and 1, got {text!r}")
+    return values
 
 
 def _convert(name: str, text: str, like: Any) -> Any:

@@ -68,6 +68,11 @@ class BoxConvModel(torch.nn.Module):
         return torch.stack([score, -score], dim=1)
 
 
+def noise(*shape: int, seed: int = 0) -> torch.Tensor:
+    """A seeded standard-normal clip, drawn without touching the global RNG."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
 def tiny_convnet() -> torch.nn.Module:
     with seeded(3):
         return torch.nn.Sequential(
@@ -88,7 +93,7 @@ def test_registry_lists_every_baseline_and_none_needs_flow():
 def test_baselines_run_through_a_wrapper_on_real_models(model_name, shape):
     with seeded(0):
         module = (probe3d() if model_name == "probe3d" else r3d_18(weights=None)).eval()
-    clip = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    clip = noise(*shape)
     params = MethodParams(smooth_samples=4, batch_size=4)
     for name in BASELINES:
         model = Wrapper(module)
@@ -104,15 +109,16 @@ def test_gradcam_runs_through_the_engines_counting_model_on_a_named_layer():
                          device=torch.device("cpu"))
     counted = CountingModel(loaded)
     saliency = get_method("gradcam")(counted, MethodParams(layer="features.2")).attribute(
-        torch.randn(3, 16, 112, 112), target=0)
+        noise(3, 16, 112, 112), target=0)
     assert saliency.shape == (16, 112, 112) and counted.clips == 1 and saliency.std() > 0
 
 
 @pytest.mark.parametrize("name", ["saliency", "smoothgrad"])
 def test_gradient_maps_put_their_mass_in_the_only_region_the_model_sees(name):
     shape = (3, 8, 16, 16)
-    saliency = get_method(name)(Wrapper(BoxModel(shape)), MethodParams(smooth_samples=8)).attribute(
-        torch.randn(shape), target=0)
+    # the logit, not the probability: the box sum can reach ~17, where float32 softmax saturates to a zero gradient
+    params = MethodParams(smooth_samples=8, score="logit")
+    saliency = get_method(name)(Wrapper(BoxModel(shape)), params).attribute(noise(*shape), target=0)
     assert saliency.sum() > 0 and in_box_fraction(saliency) > 0.999
 
 
@@ -130,7 +136,7 @@ def test_gradcam_of_an_identity_like_last_conv_peaks_in_the_box():
 
 @pytest.mark.parametrize("score", ["prob", "logit"])
 def test_gradcam_equals_a_hand_computation(score):
-    model, clip, target = tiny_convnet(), torch.randn(3, 8, 16, 16), 2
+    model, clip, target = tiny_convnet(), noise(3, 8, 16, 16), 2
     activations = []
     handle = model[2].register_forward_hook(lambda module, args, output: activations.append(output))
     logits = model(clip.unsqueeze(0))
@@ -147,7 +153,7 @@ def test_gradcam_equals_a_hand_computation(score):
 
 
 def test_gradcam_layer_errors_are_clear():
-    clip = torch.randn(3, 4, 8, 8)
+    clip = noise(3, 4, 8, 8)
     with pytest.raises(ValueError, match="Grad-CAM layer 'layer9' not found.*Conv3d layers: 0, 2"):
         get_method("gradcam")(tiny_convnet(), MethodParams(layer="layer9")).attribute(clip, 0)
     with pytest.raises(ValueError, match="has no Conv3d layer"):
@@ -167,13 +173,13 @@ def test_smoothgrad_noise_is_absolute_and_scaled_to_the_input_range(monkeypatch)
     monkeypatch.setattr(NoiseTunnel, "attribute", spy)
     space = InputSpace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 0.5))
     params = MethodParams(noise=0.2, smooth_samples=6)
-    get_method("smoothgrad")(tiny_convnet(), params, space).attribute(torch.randn(3, 4, 8, 8), target=1)
+    get_method("smoothgrad")(tiny_convnet(), params, space).attribute(noise(3, 4, 8, 8), target=1)
     assert calls[0]["stdevs"] == pytest.approx(0.2 * 4.0) and calls[0]["nt_samples"] == 6
 
 
 def test_smoothgrad_of_a_rescaled_input_space_is_the_same_map_rescaled():
     """f(x) = g(x / 10) on inputs x 10 with std / 10: the noise scales too, so the map is g's map / 10."""
-    model, clip = tiny_convnet(), torch.randn(3, 4, 8, 8)
+    model, clip = tiny_convnet(), noise(3, 4, 8, 8)
     space = InputSpace(std=(0.5, 0.5, 0.5))
     scaled_space = InputSpace(std=(0.05, 0.05, 0.05))
     scaled_model = lambda batch: model(batch / 10)  # noqa: E731
@@ -184,7 +190,7 @@ def test_smoothgrad_of_a_rescaled_input_space_is_the_same_map_rescaled():
 
 
 def test_smoothgrad_is_reproducible_per_seed_and_leaves_the_global_rng_alone():
-    model, clip = tiny_convnet(), torch.randn(3, 4, 8, 8)
+    model, clip = tiny_convnet(), noise(3, 4, 8, 8)
 
     def smooth(seed: int) -> torch.Tensor:
         return get_method("smoothgrad")(model, MethodParams(seed=seed, smooth_samples=4)).attribute(clip, target=1)
@@ -199,7 +205,7 @@ def test_random_map_is_seeded_uniform_and_calls_no_model():
     def no_model(batch):
         raise AssertionError("the random map must not call the model")
 
-    clip = torch.randn(3, 16, 112, 112)
+    clip = noise(3, 16, 112, 112)
 
     def random(seed: int) -> torch.Tensor:
         return get_method("random")(no_model, MethodParams(seed=seed)).attribute(clip, target=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from kernels.methods import get_method
 from kernels.scoring import target_scores
 from kernels.space import InputSpace
 from schemas.method_params import MethodParams
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -48,8 +51,9 @@ def choose_target(model: LoadedModel, clip: torch.Tensor, target: int | None, sc
 
 
 def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodParams,
-                 target: int | None = None) -> Explanation:
-    """Explain an already decoded clip; flow is computed only for methods that need it."""
+                 target: int | None = None, progress: Progress | None = None) -> Explanation:
+    """Explain an already decoded clip; flow is computed only for methods that need it. A method that reports
+    progress (STEP's optimizer steps) calls `progress(done, total)`."""
     try:
         method_class = get_method(method)
     except ValueError as exc:
@@ -67,7 +71,9 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
     counted = CountingModel(model)
     space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
     start = time.perf_counter()
-    saliency = method_class(counted, params, space).attribute(inputs, target, flow)
+    explainer = method_class(counted, params, space)
+    explainer.progress = progress
+    saliency = explainer.attribute(inputs, target, flow)
     timings["method"] = time.perf_counter() - start
     timings["model_forward"] = counted.seconds
     return Explanation(saliency=saliency.cpu().numpy().astype(np.float32), method=method, params=params,
@@ -76,12 +82,13 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
 
 
 def explain_video(path: Path | str, model: LoadedModel, method: str, params: MethodParams,
-                  target: int | None = None, start: int = 0, decoder: str = "auto") -> tuple[Clip, Explanation]:
+                  target: int | None = None, start: int = 0, decoder: str = "auto",
+                  progress: Progress | None = None) -> tuple[Clip, Explanation]:
     """Decode the clip of `path` the model expects and explain it."""
     began = time.perf_counter()
     clip = load_clip(path, model.preprocessing, start=start, backend=decoder, device=str(model.device))
     decode_seconds = time.perf_counter() - began
-    explanation = explain_clip(clip, model, method, params, target)
+    explanation = explain_clip(clip, model, method, params, target, progress)
     explanation.timings = {"decode": decode_seconds, **explanation.timings,
                            "total": time.perf_counter() - began}
     return clip, explanation

@@ -9,10 +9,11 @@ from kernels.methods.gradients import GradCAM, GradientSaliency, SmoothGrad
 from kernels.methods.osa import OSA
 from kernels.methods.random_map import RandomMap
 from kernels.methods.rollout import AttentionRollout
+from kernels.methods.step import STEP
 
 METHODS: dict[str, type[ExplanationMethod]] = {
     cls.name: cls
-    for cls in (AOSA, AOSAApprox, OSA, GradCAM, SmoothGrad, GradientSaliency, RandomMap, AttentionRollout)}
+    for cls in (AOSA, AOSAApprox, OSA, GradCAM, SmoothGrad, GradientSaliency, RandomMap, AttentionRollout, STEP)}
 
 
 def get_method(name: str) -> type[ExplanationMethod]:

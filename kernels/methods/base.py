@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -19,6 +20,7 @@ class ExplanationMethod(ABC):
     name: ClassVar[str]
     needs_flow: ClassVar[bool] = False   # whether attribute() needs the clip's optical flow
     default_fill: ClassVar[str] = "mean"
+    progress: Callable[[int, int], None] | None = None  # set on an instance: long methods report (done, total)
 
     def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
         self.model = model
