@@ -24,7 +24,8 @@ def make_fill(kind: str, clip: torch.Tensor, space: InputSpace, *, samples: int 
 
     `mean` is zero in normalized space (the dataset mean colour), `zero` is black, `blur` the
     per-frame Gaussian-blurred clip, `conditional` draws v ~ N(mu, sigma^2) from the neighbouring
-    patches (offsets within +-radius), `samples` times, seeded so every shard draws the same values.
+    patches (offsets within +-radius), `samples` times, seeded and drawn on the CPU, so every shard and
+    every device draws the same values.
     """
     if kind == "mean":
         constant = torch.zeros(clip.shape[0], 1, 1, 1, dtype=clip.dtype, device=clip.device)
@@ -37,8 +38,8 @@ def make_fill(kind: str, clip: torch.Tensor, space: InputSpace, *, samples: int 
         return Fill(blurred, (blurred,))
     if kind == "conditional":
         mean, std = neighbourhood_stats(clip, radius)
-        generator = torch.Generator(device=clip.device).manual_seed(seed)
-        draws = tuple(mean + std * torch.randn(clip.shape, generator=generator, dtype=clip.dtype, device=clip.device)
+        generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: every device gets the same values
+        draws = tuple(mean + std * torch.randn(clip.shape, generator=generator, dtype=clip.dtype).to(clip.device)
                       for _ in range(samples))
         return Fill(mean, draws)
     raise ValueError(f"unknown fill {kind!r}; expected mean, zero, blur or conditional")

@@ -61,3 +61,16 @@ def test_conditional_draws_are_seeded_and_centred_on_the_mean():
     # mean |z| of a standard normal is 0.80: the draws average to mu, their spread is sigma
     assert 0.7 < ((draws.mean(0) - many.expected).abs() / standard_error).mean() < 0.9
     assert torch.allclose(draws.std(0).mean(), std.mean(), rtol=0.05)
+
+
+def test_conditional_draws_do_not_depend_on_the_device_or_the_global_rng():
+    clip = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    first = make_fill("conditional", clip, InputSpace(), samples=2, seed=7)
+    rng = torch.get_rng_state()
+    again = make_fill("conditional", clip, InputSpace(), samples=2, seed=7)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(torch.equal(a, b) for a, b in zip(first.draws, again.draws))
+    if torch.cuda.is_available():
+        on_gpu = make_fill("conditional", clip.cuda(), InputSpace(), samples=2, seed=7)
+        for cpu_draw, gpu_draw in zip(first.draws, on_gpu.draws):
+            torch.testing.assert_close(gpu_draw.cpu(), cpu_draw, rtol=1e-5, atol=1e-5)
