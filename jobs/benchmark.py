@@ -9,6 +9,7 @@ same batched forward passes on pre-built clean clips, AOSA-approx by one forward
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ctypes
 import ctypes.util
 import gc
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,12 @@ from engine.models.loading import LoadedModel, load_model
 from engine.runtime.explain import choose_target
 from jobs.common import add_method_options, method_params, run_guarded
 from kernels.anchors import grid_anchors
+from kernels.incremental import NotIncremental
 from kernels.methods import ExplanationMethod, get_method
 from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.scoring import ScoreFunction
 from kernels.space import InputSpace
+from kernels.tubes import TubeSet
 from schemas.method_params import MethodParams
 
 SAMPLE_SECONDS = 0.002
@@ -53,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage after one warm-up (median)")
     parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default: {DEFAULT_METHODS})")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--masks", type=int, default=None,
+                        help="score only this many of each occlusion map's masks, evenly spaced (full-size models)")
     add_method_options(parser)
     return parser
 
@@ -204,17 +210,49 @@ def forward_backward(model: LoadedModel, clip: torch.Tensor, target: int, score:
 
 def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, params: MethodParams,
                   clip: torch.Tensor, target: int, flow: torch.Tensor) -> list[Stage]:
-    """The reference stage and the map stage of a method; one untimed recorded map is the warm-up."""
+    """The reference stage and the map stages of a method; one untimed recorded map is the warm-up. An exact
+    occlusion method gets a dense and (where the model traces) an incremental map, both over the same dense
+    forward passes; `NAME` itself is the path the params choose (`--incremental`, default auto)."""
     name = method_class.name
     space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
     recorder = RecordingModel(model)
-    method_class(recorder, params, space).attribute(clip, target, flow)
-    if issubclass(method_class, OcclusionMethod):
-        reference = Stage(f"{name}:forwards", forward_passes(model, clip, recorder.batch_sizes), recorder.clips)
-    else:
+    occlusion = issubclass(method_class, OcclusionMethod)
+    recorded = dataclasses.replace(params, incremental="off") if occlusion else params
+    method_class(recorder, recorded, space).attribute(clip, target, flow)
+    if not occlusion:
         reference = Stage(f"{name}:fwd+bwd", forward_backward(model, clip, target, params.score), 1)
-    method = method_class(model, params, space)
-    return [reference, Stage(name, lambda: method.attribute(clip, target, flow), recorder.clips, reference.name)]
+        method = method_class(model, params, space)
+        return [reference, Stage(name, lambda: method.attribute(clip, target, flow), recorder.clips, reference.name)]
+    reference = Stage(f"{name}:forwards", forward_passes(model, clip, recorder.batch_sizes), recorder.clips)
+    stages = [reference]
+    for path in ("dense", "incremental"):
+        mode = {"dense": "off", "incremental": "on"}[path]
+        method = method_class(model, dataclasses.replace(params, incremental=mode), space)
+        try:
+            method.attribute(clip, target, flow)  # warm-up; an untraceable model has no incremental stage
+        except NotIncremental:
+            continue
+        stages.append(Stage(f"{name}:{path}", partial(method.attribute, clip, target, flow), recorder.clips,
+                            reference.name))
+    chosen = method_class(model, params, space)
+    return stages + [Stage(name, partial(chosen.attribute, clip, target, flow), recorder.clips, reference.name)]
+
+
+def limited(method_class: type[ExplanationMethod], masks: int | None) -> type[ExplanationMethod]:
+    """`method_class` scoring only `masks` of its masks, evenly spaced (all when None or not an occlusion
+    method): full-size models at s=4 would need minutes per dense map on a CPU; ratios stay like for like."""
+    if masks is None or not issubclass(method_class, OcclusionMethod):
+        return method_class
+
+    class Limited(method_class):  # type: ignore[misc, valid-type]
+        @classmethod
+        def tubes(cls, params: MethodParams, inputs: torch.Tensor, flow: torch.Tensor | None) -> TubeSet:
+            tubes = super().tubes(params, inputs, flow)
+            keep = torch.linspace(0, len(tubes) - 1, min(masks, len(tubes))).round().long().unique()
+            return TubeSet(tubes.boxes, tubes.groups[keep], tubes.height, tubes.width)
+
+    Limited.__name__ = method_class.__name__
+    return Limited
 
 
 def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[ExplanationMethod]],
@@ -240,12 +278,15 @@ def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[E
         "ratio": stage.median / by_name[stage.reference].median if stage.reference else None,
         "peak_mib": max(stage.peaks) / MIB,
     } for stage in stages}
+    speedups = {cls.name: by_name[f"{cls.name}:dense"].median / by_name[f"{cls.name}:incremental"].median
+                for cls in methods if f"{cls.name}:incremental" in by_name}
     return {
+        "speedups": speedups,
         "model": model.spec, "device": describe_device(model.device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "clip": list(clip.shape), "target": target,
         "anchors": len(grid_anchors(prep.height, prep.width, params.stride)), "batch_size": params.batch_size,
         "repeats": repeats, "params": params.to_dict(), "memory": memory_metric(model.device), "stages": results,
-        "ratios": {cls.name: results[cls.name]["ratio"] for cls in methods},
+        "ratios": {name: stage["ratio"] for name, stage in results.items() if stage["ratio"] is not None},
     }
 
 
@@ -271,7 +312,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"device     {report['device']}   torch {report['torch']}   threads {report['threads']}",
         f"N          {report['anchors']} anchors (stride {params['stride']}, mask {params['mask']}, "
         f"top-k {params['top_k']})   batch size {report['batch_size']}   repeats {report['repeats']} (median)",
-        "n_forward  clips through the model, the clean clip's one included (exact AOSA: N + 1)",
+        "n_forward  clips scored, the clean clip's one included (exact AOSA: N + 1; NAME:incremental scores the",
+        "           same clips without full passes)" + (f"; {report['masks']} masks per map" if report.get("masks") else ""),
         f"memory     {report['memory']}; the max over repeats",
         "",
         f"{'stage':<20} {'seconds':>10} {'n_forward':>10} {'ratio':>8}  {'vs':<20} {'peak MiB':>9}",
@@ -281,6 +323,7 @@ def format_report(report: dict[str, Any]) -> str:
         ratio = "-" if stage["ratio"] is None else f"{stage['ratio']:.3f}"
         lines.append(f"{name:<20} {stage['seconds']:>10.4f} {forwards:>10} {ratio:>8}  "
                      f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
+    lines += [f"speed-up   {name}: incremental {speedup:.2f}x faster than dense" for name, speedup in report["speedups"].items()]
     return "\n".join(lines)
 
 
@@ -294,8 +337,11 @@ def run(args: argparse.Namespace) -> int:
         methods = [get_method(name) for name in names]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if args.masks is not None and args.masks < 1:
+        raise ConfigError(f"--masks must be at least 1, got {args.masks}")
     model = load_model(args.model, args.device)
-    report = run_benchmark(model, method_params(args), methods, args.repeats)
+    report = run_benchmark(model, method_params(args), [limited(cls, args.masks) for cls in methods], args.repeats)
+    report["masks"] = args.masks
     print(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))

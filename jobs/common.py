@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.errors import AosaError
 from engine.models.backends import BACKENDS
-from schemas.method_params import AGGREGATES, FILLS, FLOWS, SCORES, MethodParams, ParamsError
+from schemas.method_params import AGGREGATES, FILLS, FLOWS, INCREMENTAL, SCORES, MethodParams, ParamsError
 from schemas.preprocessing import PreprocessingError
 
 EXPECTED_ERRORS = (AosaError, ParamsError, PreprocessingError)
@@ -43,6 +43,9 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="step: Adam step size")
     group.add_argument("--smoothness", type=float, default=defaults.smoothness,
                        help="step: weight of the spatio-temporal smoothness term")
+    group.add_argument("--incremental", choices=INCREMENTAL, default=defaults.incremental,
+                       help="aosa/osa: incremental inference over each mask's changed region (on), dense "
+                            "forwards (off), or incremental where the model's local prefix holds most of its work")
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +63,8 @@ def method_params(args: argparse.Namespace) -> MethodParams:
                         relu=args.relu, aggregate=args.aggregate, batch_size=args.batch_size,
                         samples=args.samples, radius=args.radius, flow=args.flow, seed=args.seed,
                         layer=args.layer, noise=args.noise, smooth_samples=args.smooth_samples, areas=args.areas,
-                        iterations=args.iterations, learning_rate=args.learning_rate, smoothness=args.smoothness)
+                        iterations=args.iterations, learning_rate=args.learning_rate, smoothness=args.smoothness,
+                        incremental=args.incremental)
 
 
 def run_guarded(name: str, job: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,

@@ -48,6 +48,7 @@ def write_outputs(out: Path, video: Path, start: int, clip: Clip, model: LoadedM
         "target": result.target, "target_name": prep.class_name(result.target),
         "predicted": result.predicted, "predicted_name": prep.class_name(result.predicted),
         "score": result.score, "score_kind": result.params.score, "n_forward": result.n_forward,
+        "inference": result.inference,
         "saliency_shape": list(result.saliency.shape), "preprocessing": prep.to_dict() | {"classes": len(prep.classes)},
         "source": {"codec": clip.info.codec, "width": clip.info.width, "height": clip.info.height},
         "decoder": clip.decoder,

@@ -7,24 +7,47 @@ from collections.abc import Callable
 import torch
 
 from kernels.fills import Fill
+from kernels.incremental import IncrementalModel
+from kernels.scoring import ScoreFunction, target_scores
 from kernels.tubes import TubeSet
 
 
 @torch.no_grad()
 def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor, tubes: TubeSet,
-                     fill: Fill, index: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+                     fill: Fill, index: torch.Tensor | None = None, batch_size: int = 16,
+                     incremental: IncrementalModel | None = None) -> torch.Tensor:
     """Target scores (len(index),) of the clip with each mask in `index` occluded, averaged over fill draws.
 
-    Occluded batches are built on the clip's device from box coordinates; only one batch of
-    masks and one batch of occluded clips exist at a time.
+    Dense: occluded batches are written into one buffer on the clip's device from box coordinates kept there,
+    so a map allocates no clip-sized tensor per draw. `incremental` (built for this clip): exact logits that
+    recompute only what each mask changes; then `score` must be a ScoreFunction (its target and kind are used).
     """
     index = torch.arange(len(tubes)) if index is None else index
+    if incremental is not None:
+        return _incremental_scores(score, incremental, tubes, fill, index, batch_size)
+    device = clip.device
+    tubes = TubeSet(tubes.boxes.to(device), tubes.groups.to(device), tubes.height, tubes.width)
+    buffer = torch.empty((min(batch_size, len(index)), *clip.shape), dtype=clip.dtype, device=device)
+    results = []
+    for chunk in index.to(device).split(batch_size):
+        masks = tubes.masks(chunk, device).unsqueeze(1)  # (B, 1, T, H, W)
+        occluded = buffer[:len(chunk)]
+        total = sum(score(torch.where(masks, value, clip, out=occluded)) for value in fill.draws)
+        results.append(total / len(fill.draws))
+    return torch.cat(results) if results else torch.zeros(0, device=device)
+
+
+def _incremental_scores(score: Callable[[torch.Tensor], torch.Tensor], incremental: IncrementalModel,
+                        tubes: TubeSet, fill: Fill, index: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """occlusion_scores through an IncrementalModel: one geometry plan per batch of masks, reused by every draw."""
+    if not isinstance(score, ScoreFunction):
+        raise TypeError(f"incremental occlusion needs a ScoreFunction (target and kind), got {type(score).__name__}")
     results = []
     for chunk in index.split(batch_size):
-        masks = tubes.masks(chunk, clip.device).unsqueeze(1)  # (B, 1, T, H, W)
-        total = sum(score(torch.where(masks, value, clip)) for value in fill.draws)
+        plan = incremental.plan(tubes, chunk)
+        total = sum(target_scores(incremental.logits(plan, value), score.target, score.kind) for value in fill.draws)
         results.append(total / len(fill.draws))
-    return torch.cat(results) if results else torch.zeros(0, device=clip.device)
+    return torch.cat(results) if results else torch.zeros(0, device=incremental.clip.device)
 
 
 def aggregate(tubes: TubeSet, values: torch.Tensor, mode: str = "coverage") -> torch.Tensor:

@@ -11,6 +11,7 @@ FILLS = ("mean", "zero", "blur", "conditional")
 SCORES = ("prob", "logit")
 AGGREGATES = ("coverage", "rise")
 FLOWS = ("farneback", "dis", "farneback-cuda", "auto")
+INCREMENTAL = ("auto", "on", "off")  # exact occlusion: incremental inference over the changed region, or dense
 MAX_TOP_K = 8
 MAX_AREAS = 8                            # STEP optimizes one mask per area in one batch
 
@@ -42,6 +43,7 @@ class MethodParams:
     iterations: int = 100                # STEP: optimizer steps
     learning_rate: float = 0.05          # STEP: Adam step size on the mask parameters
     smoothness: float = 300.0            # STEP: weight of the spatio-temporal smoothness (core) term
+    incremental: str = "auto"            # AOSA / OSA: incremental inference (on), dense forwards (off), or auto
 
     def __post_init__(self) -> None:
         positive = {"stride": self.stride, "mask": self.mask, "batch_size": self.batch_size,
@@ -61,7 +63,8 @@ class MethodParams:
             raise ParamsError(f"smoothness must be a finite number at least 0, got {self.smoothness}")
         parse_areas(self.areas)
         for name, value, allowed in (("fill", self.fill, FILLS), ("score", self.score, SCORES),
-                                     ("aggregate", self.aggregate, AGGREGATES), ("flow", self.flow, FLOWS)):
+                                     ("aggregate", self.aggregate, AGGREGATES), ("flow", self.flow, FLOWS),
+                                     ("incremental", self.incremental, INCREMENTAL)):
             if value is not None and value not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 

@@ -68,6 +68,7 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
             expected = faithfulness(ScoreFunction(model, row.label, "prob"), clip.tensor,
                                     torch.from_numpy(reference.saliency))
             assert unit["target"] == row.label and unit["n_forward"] == reference.n_forward
+            assert unit["inference"] == reference.inference  # the same path (probe3d: incremental) on the actors
             assert unit["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-4)
             assert unit["insertion_auc"] == pytest.approx(expected.insertion_auc, abs=1e-4)
             assert len(unit["deletion_curve"]) == 29 and unit["spt_frames"] == 2

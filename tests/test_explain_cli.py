@@ -94,3 +94,26 @@ def test_aosa_command_lists_jobs_and_dispatches(clip_file):
     assert listing.returncode == 0 and "explain" in listing.stdout
     unknown = subprocess.run([sys.executable, "-m", "jobs.cli", "frobnicate"], cwd=REPO, capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown job 'frobnicate'" in unknown.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, options", [("aosa", ["--top-k", "0"]), ("aosa", ["--top-k", "3"]), ("osa", [])])
+def test_incremental_and_dense_maps_of_a_real_h264_clip_agree(method, options, tmp_path):
+    """The paths part ways only in float rounding; a wrong window would show at the size of the map itself."""
+    maps = {}
+    for mode in ("on", "off"):
+        out = tmp_path / mode
+        assert main([str(bigbuckbunny_path()), "--model", "probe", "--method", method, *options,
+                     "--incremental", mode, "--out", str(out)]) == 0
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["inference"] == {"on": "incremental", "off": "dense"}[mode]
+        maps[mode] = np.load(out / "saliency.npy")
+    assert meta["n_forward"] > 100  # every mask is counted whichever path scored it
+    assert np.abs(maps["on"] - maps["off"]).max() <= 1e-3 * np.abs(maps["off"]).max()
+
+
+def test_incremental_on_with_a_model_it_cannot_trace_is_one_line(clip_file, tmp_path):
+    result = run_cli(str(clip_file), "--model", "torchvision:mvit_v1_b", "--method", "osa", "--incremental", "on",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "aosa explain: error: --incremental on:" in result.stderr

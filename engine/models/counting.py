@@ -29,3 +29,8 @@ class CountingModel:
         self.seconds += time.perf_counter() - start
         self.clips += batch.shape[0]
         return logits
+
+    def add(self, clips: int, seconds: float) -> None:
+        """Count clips scored for this model without calling it (incremental occlusion) and their seconds."""
+        self.clips += clips
+        self.seconds += seconds

@@ -15,7 +15,9 @@ from engine.io.flow import compute_flow, resolve_method
 from engine.io.preprocess import Clip, load_clip
 from engine.models.counting import CountingModel
 from engine.models.loading import LoadedModel
+from kernels.incremental import NotIncremental
 from kernels.methods import get_method
+from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.scoring import target_scores
 from kernels.space import InputSpace
 from schemas.method_params import MethodParams
@@ -33,9 +35,10 @@ class Explanation:
     target: int
     predicted: int
     score: float
-    n_forward: int
+    n_forward: int  # clips scored for the map: model calls plus occluded clips scored incrementally
     flow: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    inference: str | None = None  # exact occlusion methods: "incremental" or "dense"
 
 
 def choose_target(model: LoadedModel, clip: torch.Tensor, target: int | None, score: str) -> tuple[int, int, float]:
@@ -73,12 +76,18 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
     start = time.perf_counter()
     explainer = method_class(counted, params, space)
     explainer.progress = progress
-    saliency = explainer.attribute(inputs, target, flow)
+    try:
+        saliency = explainer.attribute(inputs, target, flow)
+    except NotIncremental as exc:  # --incremental on with a model it cannot trace: one line naming the op
+        raise ConfigError(f"--incremental on: {exc}") from None
     timings["method"] = time.perf_counter() - start
     timings["model_forward"] = counted.seconds
+    occlusion = isinstance(explainer, OcclusionMethod)
     return Explanation(saliency=saliency.cpu().numpy().astype(np.float32), method=method, params=params,
-                       target=target, predicted=predicted, score=score, n_forward=counted.clips,
-                       flow=flow_name, timings=timings)
+                       target=target, predicted=predicted, score=score,
+                       n_forward=counted.clips + (explainer.incremental_clips if occlusion else 0), flow=flow_name,
+                       timings=timings, inference=("incremental" if explainer.ran_incremental else "dense")
+                       if occlusion else None)
 
 
 def explain_video(path: Path | str, model: LoadedModel, method: str, params: MethodParams,

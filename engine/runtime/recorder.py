@@ -81,6 +81,7 @@ class UnitRecorder:
             "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
             "seconds_total": unit.flow_seconds + unit.result.busy, "seconds_model": unit.result.seconds,
             "n_forward": unit.result.clips, "map_path": map_file.path, "decoder": unit.prepared.decoder,
+            "inference": unit.result.inference,
             "params": json.dumps(unit.params.to_dict(), sort_keys=True),
         }
         self._write(metrics, unit.stages, map_file)

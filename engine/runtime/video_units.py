@@ -133,8 +133,9 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     base = target_scores(logits[None], target, params.score)[0]
     saliency = aggregate(tubes, base - scores, params.aggregate)
     driver += time.perf_counter() - began
+    inference = "incremental" if any(r.inference == "incremental" for r in results) else "dense"
     return ModelResult(saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1,
-                       driver + sum(r.busy for r in results))
+                       driver + sum(r.busy for r in results), inference)
 
 
 async def sharded_faithfulness(pool: ActorPool, clip_ref: ray.ObjectRef, saliency: torch.Tensor, target: int,

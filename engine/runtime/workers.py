@@ -18,8 +18,9 @@ from engine.io.flow import compute_flow
 from engine.io.preprocess import Clip, load_clip, model_boxes
 from engine.models.backends import use_backend
 from engine.models.counting import CountingModel
-from engine.models.loading import load_model
+from engine.models.loading import LoadedModel, load_model
 from engine.models.timing import ReferenceSampler
+from kernels.incremental import IncrementalModel, incremental_for
 from kernels.methods import get_method
 from kernels.metrics import curve_points
 from kernels.occlusion import occlusion_scores
@@ -113,6 +114,24 @@ class ModelResult:
     seconds: float
     clips: int
     busy: float
+    inference: str | None = None  # occlusion scores: "incremental" or "dense"
+
+
+class IncrementalCache:
+    """The IncrementalModel of the last clip a worker scored occlusions of: its clean pass runs once per clip
+    and mode, however many shards and methods follow."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self._key: tuple[torch.Tensor, str] | None = None
+        self._built: IncrementalModel | None = None
+
+    def get(self, clip: torch.Tensor, mode: str) -> IncrementalModel | None:
+        """The IncrementalModel for `clip` under `mode` ("auto", "on", "off"), or None for dense forwards."""
+        if self._key is None or self._key[1] != mode or not torch.equal(self._key[0], clip):
+            self._built = incremental_for(self.model, clip, mode)
+            self._key = (clip, mode)
+        return self._built
 
 
 class ModelWorker:
@@ -123,6 +142,7 @@ class ModelWorker:
         self.model = load_model(spec, device)
         self.backend = use_backend(self.model, backend, batch_size, Path(engine_cache).expanduser())
         self.reference = ReferenceSampler(self.model)
+        self.incremental = IncrementalCache(self.model)
         prep = self.model.preprocessing
         self.space = InputSpace(mean=prep.mean, std=prep.std)
 
@@ -150,14 +170,21 @@ class ModelWorker:
 
     def occlusion_scores(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
                          tubes: TubeSet, index: torch.Tensor) -> ModelResult:
-        """Target scores of the clip occluded by masks `index` (a shard), built on this worker's device."""
+        """Target scores of the clip occluded by masks `index` (a shard), built on this worker's device, by
+        incremental inference (one clean pass per clip, kept for the clip's other shards and methods) or dense."""
+        inference = []
+
         def work(model: CountingModel) -> torch.Tensor:
             inputs = clip.to(self.model.device)
             explainer = get_method(method)(model, params, self.space)
-            scores = occlusion_scores(explainer.scorer(target), inputs, tubes, explainer.make_fill(inputs),
-                                      index, params.batch_size)
+            fill, fast = explainer.make_fill(inputs), self.incremental.get(inputs, params.incremental)
+            began = time.perf_counter()
+            scores = occlusion_scores(explainer.scorer(target), inputs, tubes, fill, index, params.batch_size, fast)
+            if fast is not None:  # every occluded clip was scored without a call of the model: count it here
+                model.add(len(index) * len(fill.draws), time.perf_counter() - began)
+            inference.append("dense" if fast is None else "incremental")
             return scores.cpu()
-        return self._run(work)
+        return dataclasses.replace(self._run(work), inference=inference[0])
 
     def attribute(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
                   flow: torch.Tensor | None) -> ModelResult:

@@ -10,19 +10,9 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
+from kernels._utils import module_of
 from kernels.methods.base import ExplanationMethod
-from kernels.scoring import Model, ScoreFunction
-
-
-def module_of(model: Model) -> nn.Module:
-    """The torch module behind `model`: the model itself, or the `.module` of a wrapper (nested wrappers too)."""
-    if isinstance(model, nn.Module):
-        return model
-    inner = getattr(model, "module", None)
-    if inner is None:
-        raise ValueError(f"{type(model).__name__} is neither a torch.nn.Module nor a wrapper with a `.module`; "
-                         "Grad-CAM needs the model's layers")
-    return module_of(inner)
+from kernels.scoring import ScoreFunction
 
 
 def find_layer(module: nn.Module, name: str | None) -> nn.Module:

@@ -7,14 +7,25 @@ from abc import abstractmethod
 import torch
 
 from kernels.fills import Fill, make_fill
+from kernels.incremental import incremental_for
 from kernels.methods.base import ExplanationMethod
 from kernels.occlusion import aggregate, occlusion_scores
+from kernels.scoring import target_scores
 from kernels.tubes import TubeSet
 from schemas.method_params import MethodParams
 
 
 class OcclusionMethod(ExplanationMethod):
-    """Exact occlusion: d_i = f(x) - f(occluded_i), one forward pass per mask (and fill draw)."""
+    """Exact occlusion: d_i = f(x) - f(occluded_i), one forward pass per mask (and fill draw).
+
+    `params.incremental` ("auto", "on" or "off") picks incremental inference over each mask's changed region
+    (kernels.incremental, the same scores within float tolerance) or dense forwards. After attribute(),
+    `ran_incremental` says which ran and `incremental_clips` how many occluded clips it scored without a
+    call of the model (so callers counting the model's calls can count every clip).
+    """
+
+    ran_incremental: bool = False
+    incremental_clips: int = 0
 
     @classmethod
     @abstractmethod
@@ -29,6 +40,11 @@ class OcclusionMethod(ExplanationMethod):
         tubes = self.tubes(self.params, inputs, flow)
         score = self.scorer(target)
         with torch.no_grad():
-            base = score(inputs.unsqueeze(0))[0]
-        occluded = occlusion_scores(score, inputs, tubes, self.make_fill(inputs), batch_size=self.params.batch_size)
+            logits = self.model(inputs.unsqueeze(0))
+        base = target_scores(logits, target, score.kind)[0]
+        fast = incremental_for(self.model, inputs, self.params.incremental, logits)
+        fill = self.make_fill(inputs)
+        self.ran_incremental = fast is not None
+        self.incremental_clips = len(tubes) * len(fill.draws) if fast is not None else 0
+        occluded = occlusion_scores(score, inputs, tubes, fill, batch_size=self.params.batch_size, incremental=fast)
         return aggregate(tubes, base - occluded, self.params.aggregate)

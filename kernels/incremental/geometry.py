@@ -1,0 +1,89 @@
+"""Where a mask changes each layer's output: boxes per (mask, tube, frame), and the fixed-size tiles covering them.
+
+Boxes are int64 [y0, y1, x0, x1) rows shaped (B, G, T, 4), empty as [0, 0, 0, 0]. Each tube keeps its own
+box through the layers (a temporal kernel takes the bounding box of the tube over its frames), so far-apart
+tubes of one mask stay apart; tiles are the cells of a fixed grid that the boxes meet, so boxes that overlap
+merge into shared cells and nothing is computed twice.
+Geometry depends on boxes alone, never on data: it is planned on the CPU once per batch of masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels.incremental.ops import Window
+
+FAR = 1 << 40  # beyond any coordinate
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """`index` (P, 4) int64 rows (mask, t0, y0, x0) of P tiles of `size` (t, h, w) at one layer's resolution."""
+
+    index: torch.Tensor
+    size: tuple[int, int, int]
+
+    @property
+    def area(self) -> int:
+        return self.index.shape[0] * self.size[0] * self.size[1] * self.size[2]
+
+
+def present(boxes: torch.Tensor) -> torch.Tensor:
+    """(...) bool: the box is non-empty."""
+    return (boxes[..., 0] < boxes[..., 1]) & (boxes[..., 2] < boxes[..., 3])
+
+
+def bounding(boxes: torch.Tensor, alive: torch.Tensor, dim: int) -> torch.Tensor:
+    """Bounding box over `dim` of the boxes where `alive`, empty where none is."""
+    keep = alive.unsqueeze(-1)
+    low = torch.where(keep, boxes, FAR)[..., 0::2].amin(dim)
+    high = torch.where(keep, boxes, -FAR)[..., 1::2].amax(dim)
+    box = torch.stack([low[..., 0], high[..., 0], low[..., 1], high[..., 1]], dim=-1)
+    return torch.where(alive.any(dim).unsqueeze(-1), box, 0)
+
+
+def _span(low: torch.Tensor, high: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int,
+          size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output positions [start, stop) whose window (o * stride - padding + i * dilation) reads any of [low, high)."""
+    start = -torch.div(-(low + padding - (kernel - 1) * dilation), stride, rounding_mode="floor")
+    stop = torch.div(high - 1 + padding, stride, rounding_mode="floor") + 1
+    return start.clamp(0, size), stop.clamp(0, size)
+
+
+def through_window(boxes: torch.Tensor, window: Window, out_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Changed boxes (B, G, T', 4) of a conv/pool output from its input's (B, G, T, 4)."""
+    frames_out, height, width = out_shape
+    (kt, ky, kx), (st, sy, sx), (pt, py, px), (dt, dy, dx) = (window.kernel, window.stride, window.padding,
+                                                              window.dilation)
+    y0, y1 = _span(boxes[..., 0], boxes[..., 1], ky, sy, py, dy, height)
+    x0, x1 = _span(boxes[..., 2], boxes[..., 3], kx, sx, px, dx, width)
+    mapped = torch.stack([y0, y1, x0, x1], dim=-1)
+    alive = present(boxes) & present(mapped)
+    frames_in = boxes.shape[2]
+    frames = torch.arange(frames_out)[:, None] * st - pt + torch.arange(kt) * dt  # (T', kt)
+    inside = (frames >= 0) & (frames < frames_in)
+    frames = frames.clamp(0, frames_in - 1)
+    return bounding(mapped[:, :, frames], alive[:, :, frames] & inside, dim=3)
+
+
+def union(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-tube bounding box of several inputs' boxes (a residual add or a channel concat)."""
+    stacked = torch.stack(parts)
+    return bounding(stacked, present(stacked), dim=0)
+
+
+def tiles_of(boxes: torch.Tensor, shape: tuple[int, int, int], cell: tuple[int, int]) -> Tiles:
+    """Tiles covering the boxes at a layer of `shape` (T, H, W): the cells of a fixed grid (`cell` = (frames, px);
+    the last cell of each axis shifted inward) that meet a box of the mask in one of their frames. Overlapping
+    boxes of a mask share cells, so no position is computed twice, and far-apart boxes stay apart."""
+    size = (min(cell[0], shape[0]), min(cell[1], shape[1]), min(cell[1], shape[2]))
+    starts = [(torch.arange(-(-extent // step)) * step).clamp(max=extent - step) for extent, step in zip(shape, size)]
+    alive = present(boxes).unsqueeze(-1)
+    in_rows = alive & (boxes[..., 0:1] < starts[1] + size[1]) & (boxes[..., 1:2] > starts[1])  # (B, G, T, rows)
+    in_cols = alive & (boxes[..., 2:3] < starts[2] + size[2]) & (boxes[..., 3:4] > starts[2])
+    hit = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2)).any(1)  # (B, T, rows, cols)
+    hit = hit[:, starts[0][:, None] + torch.arange(size[0])].any(2)  # (B, frame cells, rows, cols)
+    mask, frame, row, col = hit.nonzero(as_tuple=True)
+    return Tiles(torch.stack([mask, starts[0][frame], starts[1][row], starts[2][col]], dim=1), size)

@@ -1,0 +1,49 @@
+"""Choosing incremental or dense occlusion for a model and clip: `auto`, `on` or `off`."""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._utils import module_of
+from kernels.incremental.model import IncrementalModel
+from kernels.incremental.ops import NotIncremental
+from kernels.scoring import Model
+from schemas.method_params import INCREMENTAL as MODES
+
+MIN_PREFIX_FRACTION = 0.5  # `auto` goes incremental when the local prefix holds at least this share of the flops
+
+
+def incremental_for(model: Model, clip: torch.Tensor, mode: str = "auto",
+                    logits: torch.Tensor | None = None) -> IncrementalModel | None:
+    """The IncrementalModel to score occlusions of the (C, T, H, W) `clip` with, or None for the dense path.
+
+    `off`: None. `on`: always, NotIncremental (one line) when the model cannot be traced or starts with a
+    non-local op. `auto`: when it can and its local prefix holds MIN_PREFIX_FRACTION of the model's flops.
+    `logits` (1, classes), the model's own output on the clip, guards against wrappers that do more than their
+    `.module` (preprocessing, precision): if the traced module disagrees, the model is not incremental.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown incremental mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "off":
+        return None
+    try:
+        built = _build(model, clip, logits)
+    except NotIncremental:
+        if mode == "on":
+            raise
+        return None
+    return built if mode == "on" or built.prefix_fraction >= MIN_PREFIX_FRACTION else None
+
+
+def _build(model: Model, clip: torch.Tensor, logits: torch.Tensor | None) -> IncrementalModel:
+    """IncrementalModel of the module behind `model`, checked against the model's own logits."""
+    try:
+        module = module_of(model)
+    except ValueError:
+        raise NotIncremental(f"{type(model).__name__} exposes no torch module to trace") from None
+    built = IncrementalModel(module, clip)
+    if logits is not None:
+        ours, scale = built.clean_logits.to(logits.dtype), max(1.0, float(logits.detach().abs().max()))
+        if ours.shape != logits.shape or not torch.allclose(ours, logits, rtol=1e-4, atol=1e-4 * scale):
+            raise NotIncremental(f"{type(model).__name__}'s traced module does not reproduce the model's logits")
+    return built

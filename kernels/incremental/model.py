@@ -1,0 +1,127 @@
+"""IncrementalModel: exact logits of occluded clips, recomputing each layer only where a mask changed it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from kernels.incremental.geometry import Tiles, through_window, tiles_of, union
+from kernels.incremental.ops import trace
+from kernels.incremental.patches import Activation, occluded_input, to_rows
+from kernels.incremental.prefix import Prefix, clean_pass, run_node
+from kernels.tubes import TubeSet
+
+DENSE_FRACTION = 0.55  # a layer whose tiles cover more of the batch than this runs dense, with all after it
+CELL = (2, 4)  # tile (frames, side) at each layer: small enough to follow a mask, large enough for fast convs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Geometry of one batch of masks, on the model's device: input boxes (B, G, T, 4), tiles per local node
+    before `cut` (the position in the prefix from which everything runs dense)."""
+
+    count: int
+    boxes: torch.Tensor
+    tiles: dict[fx.Node, Tiles]
+    cut: int
+
+
+class IncrementalModel:
+    """Built once per clip: traces `module`, runs the clean pass, then maps batches of masks and a fill value to
+    the logits (B, classes) the dense model gives on `torch.where(mask, fill, clip)`."""
+
+    def __init__(self, module: nn.Module, clip: torch.Tensor, dense_fraction: float = DENSE_FRACTION,
+                 cell: tuple[int, int] = CELL) -> None:
+        self.module, self.clip, self.dense_fraction, self.cell = module, clip, dense_fraction, cell
+        self.prefix: Prefix = clean_pass(module, trace(module), clip)
+        self.local = list(self.prefix.ops)
+        position = {node: index for index, node in enumerate(self.local)}
+        self.expiry: dict[int, list[fx.Node]] = {}  # position of a node's last local reader -> the node
+        for node in self.local:
+            last = max((position.get(user, len(self.local)) for user in node.users), default=len(self.local))
+            self.expiry.setdefault(last, []).append(node)
+
+    @property
+    def clean_logits(self) -> torch.Tensor:
+        """Logits (1, classes) of the clean clip."""
+        return self.prefix.logits
+
+    @property
+    def prefix_fraction(self) -> float:
+        """Share of the model's floating-point operations in its local prefix (what incremental runs can cut)."""
+        return self.prefix.prefix_flops / max(self.prefix.total_flops, 1)
+
+    def plan(self, tubes: TubeSet, index: torch.Tensor) -> Plan:
+        """Boxes and tiles of every local layer for the masks numbered `index`, moved to the device at once."""
+        boxes = tubes.boxes.cpu()[tubes.groups.cpu()[index.cpu()]]
+        geometry: dict[fx.Node, torch.Tensor] = {}
+        tiles: dict[fx.Node, Tiles] = {}
+        cut = len(self.local)
+        for position, node in enumerate(self.local):
+            geometry[node], tiles[node] = self._layer(node, boxes, geometry, tiles)
+            shape = self.prefix.shapes[node]
+            if position and tiles[node].area > self.dense_fraction * len(boxes) * shape[1] * shape[2] * shape[3]:
+                cut = position
+                break
+        return self._to_device(Plan(len(boxes), boxes, tiles, cut))
+
+    def _layer(self, node: fx.Node, boxes: torch.Tensor, geometry: dict[fx.Node, torch.Tensor],
+               tiles: dict[fx.Node, Tiles]) -> tuple[torch.Tensor, Tiles]:
+        """Changed boxes and tiles of one local node from those of its inputs."""
+        op, shape = self.prefix.ops[node], self.prefix.shapes[node][1:]
+        if op.kind == "input":
+            return boxes, tiles_of(boxes, shape, self.cell)
+        if op.kind == "pointwise":
+            return geometry[op.inputs[0]], tiles[op.inputs[0]]
+        if op.kind == "window":
+            changed = through_window(geometry[op.inputs[0]], op.window, shape)
+            return changed, tiles_of(changed, shape, self.cell)
+        changed = union([geometry[source] for source in op.inputs])
+        same = [tiles[source] for source in op.inputs if torch.equal(geometry[source], changed)]
+        return changed, same[0] if same else tiles_of(changed, shape, self.cell)
+
+    def _to_device(self, plan: Plan) -> Plan:
+        """The plan's index tensors moved to the clip's device in one transfer."""
+        distinct = {id(tiles): tiles for tiles in plan.tiles.values()}
+        parts = [plan.boxes.flatten()] + [tiles.index.flatten() for tiles in distinct.values()]
+        moved = torch.cat(parts).to(self.clip.device).split([part.numel() for part in parts])
+        boxes = moved[0].view(plan.boxes.shape)
+        placed = {key: Tiles(flat.view(-1, 4), tiles.size) for (key, tiles), flat in zip(distinct.items(), moved[1:])}
+        return Plan(plan.count, boxes, {node: placed[id(tiles)] for node, tiles in plan.tiles.items()}, plan.cut)
+
+    @torch.no_grad()
+    def logits(self, plan: Plan, value: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) of the clip with each planned mask filled with `value` (broadcasts to the clip)."""
+        prefix, acts = self.prefix, {}
+        value = value.to(self.clip.dtype)
+        constant = value.dim() < 4 or value.shape[1:] == (1, 1, 1)
+        fill = value.reshape(1, -1) if constant else to_rows(value.expand_as(self.clip))
+        for position, node in enumerate(self.local[:plan.cut]):
+            op, tiles = prefix.ops[node], plan.tiles[node]
+            if op.kind == "input":
+                clean = prefix.tables[node].table[:prefix.tables[node].positions]
+                values = occluded_input(clean, fill, plan.boxes, tiles, prefix.shapes[node][1:])
+            elif op.kind == "pointwise":
+                source = acts[op.inputs[0]].values
+                shared = getattr(op.run, "inplace", False) and len(op.inputs[0].users) > 1
+                values = op.run(source.clone() if shared else source)
+            elif op.kind == "window":
+                values = op.run(acts[op.inputs[0]].windows(tiles, op.window, op.pad, prefix.shapes[node][1:]))
+            else:
+                values = op.run(*[acts[source].at(tiles) for source in op.inputs])
+            acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count)
+            for expired in self.expiry.get(position, ()):
+                del acts[expired]  # memory: clean activations plus the patches still to be read
+        return self._dense_rest(plan, acts)
+
+    def _dense_rest(self, plan: Plan, acts: dict[fx.Node, Activation]) -> torch.Tensor:
+        """Materialize the local outputs read past the cut (clean broadcast + tiles) and run the rest of the graph."""
+        done = set(self.local[:plan.cut])
+        env = {node: acts[node].dense() for node in done if any(user not in done for user in node.users)}
+        for node in self.prefix.nodes[plan.cut:]:
+            if node.op == "output":
+                return fx.node.map_arg(node.args[0], env.__getitem__)
+            env[node] = run_node(self.module, node, env)
+        raise AssertionError("the traced graph has no output")

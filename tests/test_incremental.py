@@ -1,0 +1,306 @@
+"""Incremental occlusion (kernels/incremental) against the dense path: same scores, per model family and mask case.
+
+Tolerance: scores are fp32 softmax probabilities. The incremental path convolves channels-last windows while the
+dense path convolves whole NCDHW clips, so the same sums are added in another order: logits differ by a few
+float32 ulps (observed <= 5e-7 on these models), and a probability moves by at most half its logit's change.
+1e-5 per mask leaves a 20x margin over that noise and is far below any score drop a map shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from kernels.fills import make_fill
+from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
+from kernels.methods import get_method
+from kernels.methods.aosa import adaptive_tubes
+from kernels.occlusion import occlusion_scores
+from kernels.scoring import ScoreFunction
+from kernels.space import InputSpace
+from kernels.tubes import TubeSet, cuboid_tubes
+from schemas.method_params import MethodParams
+from tests.seeding import seeded
+
+TOLERANCE = 1e-5
+FILLS = ("mean", "zero", "blur", "conditional")
+
+
+def settled(model: nn.Module, seed: int) -> nn.Module:
+    """`model` in eval mode with batch-norm statistics and affine terms drawn from `seed`, so no BN is an identity."""
+    with seeded(seed):
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def build(factory, seed: int = 0, **kwargs) -> nn.Module:
+    with seeded(seed):
+        model = factory(**kwargs)
+    return settled(model, seed)
+
+
+class LocalZoo(nn.Module):
+    """Every local op kind: strided, dilated, grouped and factorised convs, BN, activations, max pool with padding
+    and ceil_mode, average pool counting its padding, scalar ops, residual add, channel concat; then a mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(3, 8, (3, 5, 5), (1, 2, 2), (1, 2, 2))
+        self.bn = nn.BatchNorm3d(8)
+        self.pool = nn.MaxPool3d(3, 2, 1, ceil_mode=True)
+        self.dilated = nn.Conv3d(8, 8, 3, 1, 2, dilation=2, groups=2)
+        self.spatial = nn.Conv3d(8, 4, (1, 3, 3), 1, (0, 1, 1))
+        self.average = nn.AvgPool3d(3, 1, 1)
+        self.temporal = nn.Conv3d(12, 8, (3, 1, 1), (2, 1, 1), (1, 0, 0))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.bn(self.stem(x))))
+        branch = torch.sigmoid(self.dilated(x)) * 2.0
+        y = torch.cat([branch + x, self.average(self.spatial(x))], dim=1)
+        return self.head(self.temporal(y).relu().mean((2, 3, 4)))
+
+
+def case_tubes(frames: int, height: int, width: int) -> TubeSet:
+    """Masks of four tubes each: far-apart corners (borders), a one-pixel tube with dead partners, whole frames,
+    all dead, a cuboid in half the frames, a moving tube overlapping a partner, and two ordinary boxes."""
+    t = frames
+    still = lambda y0, y1, x0, x1: torch.tensor([y0, y1, x0, x1]).expand(t, 4)  # noqa: E731
+    half = torch.where(torch.arange(t)[:, None] < t // 2, torch.tensor([4, 14, 6, 16]), 0)
+    shift = torch.arange(t)
+    moving = torch.stack([shift + 3, shift + 13, 2 * shift, 2 * shift + 10], 1).clamp(0, min(height, width))
+    tubes = [still(0, 6, 0, 7), still(height - 5, height, width - 6, width), still(0, 4, width - 4, width),
+             still(height - 3, height, 0, 9), still(7, 8, 9, 10), torch.zeros(t, 4, dtype=torch.long),
+             still(0, height, 0, width), half, moving, still(5, 15, 5, 15), still(10, 20, 12, 22)]
+    groups = torch.tensor([[0, 1, 2, 3], [4, 5, 5, 5], [6, 5, 5, 5], [5, 5, 5, 5], [7, 5, 5, 5], [8, 9, 5, 5],
+                           [9, 10, 0, 1], [10, 4, 2, 7]])
+    return TubeSet(torch.stack(tubes), groups, height, width)
+
+
+def scores(model: nn.Module, clip: torch.Tensor, tubes: TubeSet, fill_kind: str, batch_size: int = 4,
+           **options: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense, incremental) occlusion scores of every mask."""
+    fill = make_fill(fill_kind, clip, InputSpace(), samples=2)
+    score = ScoreFunction(model, target=1)
+    dense = occlusion_scores(score, clip, tubes, fill, batch_size=batch_size)
+    fast = IncrementalModel(model, clip, **options)
+    return dense, occlusion_scores(score, clip, tubes, fill, batch_size=batch_size, incremental=fast)
+
+
+def clip_of(frames: int, size: int, seed: int = 3) -> torch.Tensor:
+    with seeded(seed):
+        return torch.randn(3, frames, size, size)
+
+
+@pytest.mark.parametrize("fill_kind", FILLS)
+@pytest.mark.parametrize("dense_fraction", [1.0, 0.55, 0.05])
+def test_every_local_op_every_case_and_fill(fill_kind: str, dense_fraction: float) -> None:
+    """dense_fraction 1 never goes dense, 0.05 goes dense right after the first layer."""
+    clip = clip_of(8, 32)
+    dense, fast = scores(build(LocalZoo), clip, case_tubes(8, 32, 32), fill_kind, dense_fraction=dense_fraction)
+    assert (dense - fast).abs().max() <= TOLERANCE
+    assert (dense[3] - ScoreFunction(build(LocalZoo), 1)(clip[None])[0]).abs() <= TOLERANCE  # all-dead mask: clean
+
+
+def test_a_batch_with_nothing_occluded_gives_the_clean_logits() -> None:
+    """Dead tubes only: no tile at any layer (empty convolutions), the clean logits for every mask."""
+    model, clip = build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 32)
+    incremental = IncrementalModel(model, clip)
+    logits = incremental.logits(incremental.plan(case_tubes(8, 32, 32), torch.tensor([3, 3])), torch.zeros(3, 1, 1, 1))
+    assert torch.allclose(logits, incremental.clean_logits.expand(2, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "fill_kind"), [("r3d_18", "conditional"), ("mc3_18", "blur"),
+                                                  ("r2plus1d_18", "zero")])
+def test_torchvision_video_resnets(name: str, fill_kind: str) -> None:
+    model = build(getattr(torchvision.models.video, name), num_classes=7)
+    dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), fill_kind)
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+def test_osa_cuboids_on_r3d18() -> None:
+    """Cuboids present in half the frames, single-tube masks."""
+    tubes = cuboid_tubes(8, 32, 32, (4, 8, 8), (4, 12, 12))
+    dense, fast = scores(build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 32), tubes, "mean",
+                         batch_size=6)
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+def aosa_tubes(frames: int, size: int, params: MethodParams) -> tuple[torch.Tensor, TubeSet]:
+    """A flow where the left half of the frame moves right by 1 px a frame and the rest stands still."""
+    flow = torch.zeros(frames - 1, size, size, 2)
+    flow[:, :, : size // 2, 0] = 1.0
+    return flow, adaptive_tubes(flow, params)
+
+
+@pytest.mark.slow
+def test_aosa_masks_on_r3d18_at_64px() -> None:
+    params = MethodParams(stride=8, mask=16, top_k=3)
+    _, tubes = aosa_tubes(8, 64, params)
+    dense, fast = scores(build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 64), tubes, "mean",
+                         batch_size=16)
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+def hara_builders():
+    for path in ("engine.models.video.hara", "engine.hara"):
+        try:
+            return importlib.import_module(path)
+        except ImportError:
+            continue
+    pytest.skip("engine's Hara ResNets are not importable")
+
+
+@pytest.mark.parametrize("factorized", [False, True])
+def test_hara_resnets_one_block_per_stage(factorized: bool) -> None:
+    """Hara's R3D / R(2+1)D bottlenecks (7x7x7 stem, max pool, downsample shortcuts), one block per stage."""
+    hara = hara_builders()
+    model = build(hara.HaraResNet, blocks=(1, 1, 1, 1), num_classes=5, factorized=factorized)
+    dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), "blur")
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hara_r3d50", "hara_r2plus1d50"])
+def test_hara_resnet50s(name: str) -> None:
+    model = build(getattr(hara_builders(), name), num_classes=5)
+    dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), "mean")
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_x3d_prefix_ends_at_the_first_squeeze_excitation() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x3d = pytest.importorskip("pytorchvideo.models.x3d")
+    model = build(x3d.create_x3d, input_clip_length=4, input_crop_size=64, model_num_class=5)
+    clip = clip_of(4, 64)
+    assert 0 < IncrementalModel(model, clip).prefix_fraction < 0.5
+    dense, fast = scores(model, clip, case_tubes(4, 64, 64), "mean")
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+class AttentionAfterEmbedding(nn.Module):
+    """An MViT-like model: a conv patch embedding (local), then attention and an MLP over tokens (not local)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv3d(3, 16, (2, 8, 8), (2, 8, 8))
+        self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(16, 512), nn.GELU(), nn.Linear(512, 16))
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = self.attention(tokens, tokens, tokens)[0]
+        return self.head(self.mlp(tokens).mean(1))
+
+
+class AttentionFirst(AttentionAfterEmbedding):
+    """Attention straight on pixels: nothing local to reuse."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2).repeat(1, 1, 6)[..., :16]
+        return self.head(self.attention(tokens, tokens, tokens)[0].mean(1))
+
+
+def test_attention_models_go_dense_in_auto_and_stay_exact_or_refuse_in_on() -> None:
+    clip = clip_of(4, 32)
+    embedded = build(AttentionAfterEmbedding)
+    assert incremental_for(embedded, clip, "auto") is None  # the embedding is a small share of the work
+    dense, fast = scores(embedded, clip, case_tubes(4, 32, 32), "mean")
+    assert (dense - fast).abs().max() <= TOLERANCE
+    first = build(AttentionFirst)
+    assert incremental_for(first, clip, "auto") is None
+    with pytest.raises(NotIncremental, match=r"^AttentionFirst starts with flatten, which is not local$"):
+        incremental_for(first, clip, "on")
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y.mean((2, 3, 4)) if y.sum() > 0 else -y.mean((2, 3, 4))
+
+
+class Doubling:
+    """A wrapper whose call does more than its `.module`."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(2 * batch)
+
+
+def test_untraceable_hooked_or_wrapped_models_refuse_in_one_line() -> None:
+    clip = clip_of(4, 16)
+    hooked = build(LocalZoo)
+    hooked.stem.register_forward_pre_hook(lambda module, args: args)
+    wrapped = Doubling(build(LocalZoo))
+    cases = {Branchy(): "cannot be traced by torch.fx", hooked: "has forward hooks on stem",
+             wrapped: "does not reproduce the model's logits"}
+    for model, message in cases.items():
+        assert incremental_for(model, clip, "auto", model(clip[None])) is None
+        with pytest.raises(NotIncremental, match=message) as raised:
+            incremental_for(model, clip, "on", model(clip[None]))
+        assert "\n" not in str(raised.value)
+    assert incremental_for(build(LocalZoo), clip, "off") is None
+    with pytest.raises(ValueError, match="unknown incremental mode"):
+        incremental_for(build(LocalZoo), clip, "sometimes")
+
+
+def test_far_apart_tubes_keep_their_own_tiles() -> None:
+    """Four corner tubes of one mask are 4 + 4 + 1 + 3 cells of 4 x 4 px per pair of frames, not one frame-wide
+    box."""
+    model = build(torchvision.models.video.r3d_18, num_classes=7)
+    incremental = IncrementalModel(model, clip_of(8, 32))
+    plan = incremental.plan(case_tubes(8, 32, 32), torch.tensor([0]))
+    first = plan.tiles[incremental.local[0]]
+    assert first.index.shape[0] == 12 * 4 and first.size == (2, 4, 4)
+
+
+def test_aosa_maps_agree_incremental_and_dense() -> None:
+    """The method-level path (MethodParams.incremental); OSA differs from AOSA only in its tubes."""
+    params = MethodParams(stride=8, mask=12, top_k=3, batch_size=16, fill="conditional", samples=2)
+    flow, tubes = aosa_tubes(8, 32, params)
+    model = build(torchvision.models.video.r3d_18, num_classes=7)
+    clip = clip_of(8, 32)
+    maps = {}
+    for mode in ("on", "off"):
+        explainer = get_method("aosa")(model, dataclasses.replace(params, incremental=mode))
+        maps[mode] = explainer.attribute(clip, 2, flow)
+        assert explainer.ran_incremental == (mode == "on")
+        assert explainer.incremental_clips == (len(tubes) * 2 if mode == "on" else 0)  # masks x fill draws
+    assert (maps["on"] - maps["off"]).abs().max() <= 1e-3 * maps["off"].abs().max()
+
+
+def test_dense_path_writes_every_draw_into_one_buffer() -> None:
+    """The dense path builds each occluded batch in the same buffer: no clip-sized tensor per draw or batch."""
+    clip = clip_of(4, 16)
+    model = build(LocalZoo)
+    seen = []
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(batch.data_ptr())
+        return model(batch)[:, 0]
+    fill = make_fill("conditional", clip, InputSpace(), samples=3)
+    occlusion_scores(score, clip, case_tubes(4, 16, 16), fill, batch_size=3)
+    assert len(seen) == 3 * 3 and len(set(seen)) == 1
