@@ -27,9 +27,9 @@ def model_actor_nodes() -> list[str]:
 
 
 def remove_a_node_once_units_land(cluster: Cluster, node: object, store: Path, seen: dict) -> None:
-    """Wait for the first stored unit, note where the model actors sit, then take `node` away."""
+    """Wait for the first finished map, note where the model actors sit, then take `node` away."""
     deadline = time.monotonic() + 300
-    while not list((store / "metrics").rglob("*.parquet")) and time.monotonic() < deadline:
+    while not list((store / "maps").rglob("*.npy")) and time.monotonic() < deadline:  # maps land unbuffered
         time.sleep(0.2)
     seen["nodes"] = model_actor_nodes()
     cluster.remove_node(node, allow_graceful=False)

@@ -80,9 +80,9 @@ def test_every_bad_input_is_an_error_row_and_the_good_ones_complete(ray_cluster,
 
 
 def kill_one_model_actor_when(store: Path, killed: list[int]) -> None:
-    """Wait for the first stored unit, then SIGKILL one model actor's process."""
+    """Wait for the first finished map, then SIGKILL one model actor's process."""
     deadline = time.monotonic() + 300
-    while not list((store / "metrics").rglob("part-*.parquet")) and time.monotonic() < deadline:
+    while not list((store / "maps").rglob("*.npy")) and time.monotonic() < deadline:  # maps land unbuffered
         time.sleep(0.2)
     for process in psutil.process_iter(["pid", "cmdline"]):
         if any("ModelWorker" in part for part in process.info["cmdline"] or []):
