@@ -15,7 +15,7 @@ import pytest
 
 from engine.reporting.regression import DEFAULT_RULES, RulesError, judge, load_rules, nightly_runs
 from engine.store.results import ResultStore
-from jobs.nightly import main
+from jobs.nightly import judge_run, main, write_nightly_row
 
 
 def run_nightly(*argv: str) -> tuple[int, str]:
@@ -131,3 +131,19 @@ def test_first_matching_rule_applies_and_relative_bounds_scale_with_the_baseline
     speed = results["speed_ratio", "aosa"]
     assert not speed.passed and speed.limit == pytest.approx(12.5) and speed.allowed == "increase 25%"
     assert not judge(rules, baseline, {})[0].passed  # a method missing tonight breaks its rules
+
+
+def test_judging_notes_videos_that_tonight_and_the_baseline_decoded_differently(tmp_path, capsys):
+    store = ResultStore(tmp_path / "store")
+    details = {"versions": {}, "git_sha": None, "host": "test", "device": "cpu"}
+    for run_id, decoder in (("nightly-a", "dali-cpu 2.4.0"), ("nightly-b", "pyav 18.1.0 (FFmpeg 8.1.2)")):
+        store.write_unit(run_id, [{"run_id": run_id, "video_id": "v0", "model": "probe", "method": "random",
+                                   "status": "ok", "overall": 0.1, "seconds_total": 1.0, "params": "{}",
+                                   "decoder": decoder}])
+        write_nightly_row(store, run_id, {"preset": "small", "preset_version": 2, "failed_units": 0,
+                                          "reference": [{"model": "probe", "seconds": 0.01}]}, "evaluated", details)
+        judge_run(store, run_id, load_rules(), None)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "different decoders" in line]
+    assert notes == ["note: 1 video(s) were decoded with different decoders in tonight and the baseline "
+                     "(e.g. v0: dali-cpu 2.4.0 vs pyav 18.1.0 (FFmpeg 8.1.2)); their metrics may differ for that "
+                     "reason alone"]
