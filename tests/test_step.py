@@ -44,6 +44,7 @@ def test_registered_with_the_common_call_shape():
     assert torch.isfinite(saliency).all() and 0 <= saliency.min() and saliency.max() <= 4  # four areas' masks
 
 
+@pytest.mark.slow  # an optimisation run to convergence, like training
 def test_map_concentrates_on_the_only_region_the_model_looks_at():
     clip = region_clip()
     model = RegionModel(clip)
@@ -57,6 +58,7 @@ def test_map_concentrates_on_the_only_region_the_model_looks_at():
     assert model.scale.requires_grad and model.scale.grad is None  # no gradient reached the model's parameters
 
 
+@pytest.mark.slow  # an optimisation run to convergence, like training
 def test_area_constraint_holds_at_convergence():
     """The share of voxels above 0.5 lands on the target area (both above the box's 7.3%, so the reward asks for no
     more): within 10% by the area term alone; 60-110% of it with the smoothness term, whose cores pull every
