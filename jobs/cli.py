@@ -19,7 +19,7 @@ JOBS = {
     "report": "the paper's tables (I, IV-VII) of a run: deletion / insertion, over-all, S-PT, seconds per map",
     "synth": "write the synthetic probe benchmark: moving-target videos with boxes, and their manifest",
     "nightly": "a fixed benchmark preset judged against the last passing night by versioned rules, HTML report",
-    "train_probe": "train the probe model on synthetic clips and write its weights (engine/models/weights/probe.pth)",
+    "train_probe": "train a probe model (--task motion|appearance) on synthetic clips and write its weights",
 }
 
 

@@ -1,6 +1,6 @@
 """`aosa synth --out DIR --videos N`: write the synthetic probe benchmark (videos + manifest.csv).
 
-    aosa synth --out data/synth --videos 40 --seed 0 --codec vp9 --variant pan
+    aosa synth --out data/synth --videos 40 --seed 0 --codec vp9 --variant pan --task appearance
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.datasets.synthetic import VARIANTS, write_benchmark
+from engine.datasets.synthetic import TASKS, VARIANTS, write_benchmark
 from jobs.common import run_guarded
 
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
@@ -19,6 +19,8 @@ CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa synth", description="Write the synthetic probe benchmark: "
                                      "moving-target videos with per-frame target boxes, and manifest.csv.")
+    parser.add_argument("--task", choices=TASKS, default="motion",
+                        help="evidence family: the class is the target's motion or its look (appearance)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (videos/ and manifest.csv)")
     parser.add_argument("--videos", type=int, required=True, help="number of videos (classes in turn)")
     parser.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same benchmark")
@@ -31,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     manifest = write_benchmark(args.out, args.videos, args.seed, codec=CODECS[args.codec], variant=args.variant,
-                               frames=args.frames, size=args.size)
-    print(f"wrote {args.videos} {args.variant} {args.codec} videos of {args.frames} frames, "
+                               frames=args.frames, size=args.size, task=args.task)
+    print(f"wrote {args.videos} {args.task} {args.variant} {args.codec} videos of {args.frames} frames, "
           f"{args.size}x{args.size}, to {args.out / 'videos'} and their manifest {manifest}")
     return 0
 

@@ -1,12 +1,13 @@
-"""`python -m jobs.train_probe`: train the probe model (Probe3D) on synthetic clips and ship its weights.
+"""`python -m jobs.train_probe`: train the probe model (Probe3D) for one synthetic task and ship its weights.
 
-Training clips are rendered in memory (engine/synthetic.py, mostly "plain"); the held-out check renders
-videos with another seed, encodes them as H.264, decodes them with load_clip and must reach 95%
-accuracy on every variant before the state dict and its record (probe.train.json: seed,
+Training clips of the task are rendered in memory (engine/datasets/synthetic.py, mixed variants); the
+held-out check renders videos with another seed, encodes them as H.264, decodes them with load_clip and
+must reach 95% accuracy on every variant before the state dict and its record (<stem>.train.json: seed,
 hyperparameters, accuracy, sha256, versions) are written. Deterministic: the same seed and thread
 count on the same machine give the same weights bit for bit.
 
-    python -m jobs.train_probe --out engine/models/weights/probe.pth --seed 0
+    python -m jobs.train_probe --seed 0                     # engine/models/weights/probe.pth
+    python -m jobs.train_probe --task appearance            # engine/models/weights/probe_appearance.pth
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from engine.datasets.manifests import read_manifest
-from engine.datasets.synthetic import DIRECTIONS, VARIANTS, render_clip, through_yuv420, write_benchmark
+from engine.datasets.synthetic import TASKS, VARIANTS, render_clip, through_yuv420, write_benchmark
 from engine.io.preprocess import load_clip, normalize
 from engine.models.video.probe3d import probe3d
-from engine.models.zoo import PROBE_PREPROCESSING, PROBE_WEIGHTS
+from engine.models.zoo import PROBE_PREPROCESSING, PROBE_WIDTHS, probe_weights
 from jobs.common import run_guarded
 
 TRAIN_SALT = 0x70726F62  # first word of every training clip's seed, so no write_benchmark(seed) stream repeats one
@@ -46,7 +47,8 @@ CROP_JITTER = 8  # px
 class TrainConfig:
     """Hyperparameters of one training run: one epoch per side in `crops` on windows of that side around
     the target (the motion cue fills more of the pooled features, so learning starts), then `epochs` on
-    full frames; `mix` is the share of training clips per variant."""
+    full frames; `mix` is the share of training clips per variant; `task` the synthetic evidence family and
+    `width` Probe3D's."""
 
     seed: int = 0
     train: int = 2000
@@ -58,6 +60,15 @@ class TrainConfig:
     frames: int = 16
     size: int = 112
     mix: dict[str, float] = field(default_factory=lambda: {"plain": 0.4, "pan": 0.35, "occluded": 0.25})
+    task: str = "motion"
+    width: int = 16
+
+
+# The shipped probes' settings: the appearance probe is wider (reading a look takes more channels than a
+# direction), spends more epochs on crops and on full frames, and runs one thread (steady on a busy CPU).
+TASK_CONFIGS = {"motion": TrainConfig(),
+                "appearance": TrainConfig(task="appearance", width=PROBE_WIDTHS["appearance"],
+                                          crops=(48,) * 5 + (80,) * 4, epochs=4, threads=1)}
 
 
 @dataclass(frozen=True)
@@ -92,14 +103,14 @@ def deterministic(seed: int, threads: int) -> Iterator[None]:
 def training_set(config: TrainConfig) -> TrainingSet:
     """Balanced clips through yuv420p, clip i drawn from default_rng([TRAIN_SALT, seed, i]), each with a
     crop centre up to CROP_JITTER px from its target's centre in the middle frame."""
-    labels = np.arange(config.train) % len(DIRECTIONS)
+    labels = np.arange(config.train) % len(TASKS[config.task].classes)
     variants, shares = list(config.mix), np.array(list(config.mix.values()))
     clips = np.empty((config.train, config.frames, config.size, config.size, 3), dtype=np.uint8)
     centres = np.empty((config.train, 2), dtype=int)
     for index, label in enumerate(labels):
         rng = np.random.default_rng([TRAIN_SALT, config.seed, index])
         variant = variants[rng.choice(len(variants), p=shares / shares.sum())]
-        frames, boxes = render_clip(rng, int(label), config.frames, config.size, variant)
+        frames, boxes = render_clip(rng, int(label), config.frames, config.size, variant, config.task)
         clips[index] = through_yuv420(frames)
         x0, y0, x1, y1 = boxes[config.frames // 2]
         centres[index] = np.array([x0 + x1, y0 + y1]) // 2 + rng.integers(-CROP_JITTER, CROP_JITTER + 1, 2)
@@ -117,7 +128,7 @@ def train(config: TrainConfig) -> dict[str, Tensor]:
     data = training_set(config)
     sides = (*config.crops, *[None] * config.epochs)
     with deterministic(config.seed, config.threads):
-        model = probe3d(num_classes=len(DIRECTIONS))
+        model = probe3d(num_classes=len(TASKS[config.task].classes), width=config.width)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=len(sides) * math.ceil(config.train / config.batch_size))
@@ -157,13 +168,15 @@ def manifest_accuracy(model: nn.Module, manifest: Path) -> float:
     return right / len(rows)
 
 
-def held_out_accuracy(state: dict[str, Tensor], seed: int, videos: int) -> dict[str, float]:
-    """Accuracy per variant on `videos` H.264 videos per variant written with `seed` and decoded again."""
-    model = probe3d(num_classes=len(DIRECTIONS))
+def held_out_accuracy(state: dict[str, Tensor], seed: int, videos: int, config: TrainConfig) -> dict[str, float]:
+    """Accuracy per variant on `videos` H.264 videos of the config's task per variant, written with `seed`
+    and decoded again."""
+    task = config.task
+    model = probe3d(num_classes=len(TASKS[task].classes), width=config.width)
     model.load_state_dict(state)
     with tempfile.TemporaryDirectory() as workdir:
         return {variant: manifest_accuracy(model, write_benchmark(Path(workdir) / variant, videos, seed,
-                                                                  variant=variant))
+                                                                  variant=variant, task=task))
                 for variant in VARIANTS}
 
 
@@ -180,18 +193,17 @@ def save(state: dict[str, Tensor], out: Path, record: dict[str, object]) -> Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="aosa train_probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=PROBE_WEIGHTS, help="state dict to write")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="training seed (clips, init, order)")
-    parser.add_argument("--train", type=int, default=defaults.train, help="training clips")
-    parser.add_argument("--crops", type=_sides, default=defaults.crops,
-                        help="crop side of each first epoch, comma-separated (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the full frames")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="clips per step")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
-    parser.add_argument("--threads", type=int, default=defaults.threads,
-                        help="torch CPU threads (results are reproducible for a fixed count)")
+    parser = argparse.ArgumentParser(prog="aosa train_probe", description=__doc__.split("\n\n")[0],
+                                     epilog="Hyperparameters left out take the task's defaults (TASK_CONFIGS).")
+    parser.add_argument("--task", choices=TASKS, default="motion", help="synthetic evidence family")
+    parser.add_argument("--out", type=Path, help="state dict to write (default: the zoo's weights for the task)")
+    parser.add_argument("--seed", type=int, help="training seed (clips, init, order)")
+    parser.add_argument("--train", type=int, help="training clips")
+    parser.add_argument("--crops", type=_sides, help="crop side of each first epoch, comma-separated")
+    parser.add_argument("--epochs", type=int, help="passes over the full frames")
+    parser.add_argument("--batch-size", type=int, help="clips per step")
+    parser.add_argument("--lr", type=float, help="Adam learning rate")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (results are reproducible for a fixed count)")
     parser.add_argument("--eval-seed", type=int, default=EVAL_SEED, help="seed of the held-out videos")
     parser.add_argument("--eval-videos", type=int, default=EVAL_VIDEOS, help="held-out videos per variant")
     return parser
@@ -203,21 +215,22 @@ def _sides(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = TrainConfig(seed=args.seed, train=args.train, crops=args.crops,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+    given = {name: getattr(args, name) for name in ("seed", "train", "crops", "epochs", "batch_size", "lr", "threads")}
+    config = replace(TASK_CONFIGS[args.task], **{name: value for name, value in given.items() if value is not None})
+    out = args.out or probe_weights(args.task)
     began = time.perf_counter()
     state = train(config)
     seconds = time.perf_counter() - began
-    accuracy = held_out_accuracy(state, args.eval_seed, args.eval_videos)
+    accuracy = held_out_accuracy(state, args.eval_seed, args.eval_videos, config)
     print(f"trained in {seconds:.0f} s; held-out accuracy (H.264, seed {args.eval_seed}): "
           + ", ".join(f"{variant} {value:.3f}" for variant, value in accuracy.items()))
     if min(accuracy.values()) < MIN_ACCURACY:
-        print(f"aosa train_probe: error: held-out accuracy below {MIN_ACCURACY}; {args.out} not written",
+        print(f"aosa train_probe: error: held-out accuracy below {MIN_ACCURACY}; {out} not written",
               file=sys.stderr)
         return 1
     record = {"config": asdict(config), "train_seconds": round(seconds, 1), "accuracy": accuracy,
               "held_out": {"seed": args.eval_seed, "videos_per_variant": args.eval_videos, "codec": "libx264"}}
-    print(f"wrote {args.out} and {save(state, args.out, record)}")
+    print(f"wrote {out} and {save(state, out, record)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The synthetic probe benchmark: boxes are the drawn target, motion tells the class, files are reproducible."""
+"""The synthetic probe benchmark: boxes are the drawn target, motion (or, in the appearance task, the moving
+object's look) tells the class, files are reproducible."""
 
 from __future__ import annotations
 
@@ -8,20 +9,22 @@ import numpy as np
 import pytest
 
 from engine.datasets.manifests import read_manifest
-from engine.datasets.synthetic import (DIRECTIONS, VARIANTS, Scene, Sprite, draw, make_scene, render_clip,
+from engine.datasets.sprites import Sprite
+from engine.datasets.synthetic import (DIRECTIONS, TASKS, VARIANTS, Scene, draw, make_scene, render_clip,
                                        through_yuv420, write_benchmark)
 from engine.errors import ConfigError
 from engine.io.preprocess import load_clip
 from engine.io.video import decode_frames
-from engine.models.zoo import PROBE_CLASSES, PROBE_PREPROCESSING
+from engine.models.zoo import PROBE_CLASSES, PROBE_PREPROCESSING, PROBE_TASKS
 from jobs.synth import main
 
 MARK = np.array([255, 0, 255], dtype=np.uint8)  # never drawn by the generator (it keeps off 0 and 255)
 CASES = [(label, variant, seed) for variant in VARIANTS for label in range(4) for seed in range(3)]
+TASK_CASES = [(task, *case) for task in TASKS for case in CASES]
 
 
-def scene(label: int, variant: str, seed: int) -> Scene:
-    return make_scene(np.random.default_rng([seed, label]), label, variant=variant)
+def scene(label: int, variant: str, seed: int, task: str = "motion") -> Scene:
+    return make_scene(np.random.default_rng([seed, label]), label, variant=variant, task=task)
 
 
 def marked_target(scene: Scene) -> Scene:
@@ -46,12 +49,13 @@ def shift(scene: Scene) -> np.ndarray:
 
 
 def test_classes_match_the_probe_models() -> None:
-    assert tuple(DIRECTIONS) == PROBE_CLASSES
+    assert tuple(DIRECTIONS) == PROBE_CLASSES == TASKS["motion"].classes
+    assert {task: family.classes for task, family in TASKS.items()} == PROBE_TASKS
 
 
-@pytest.mark.parametrize(("label", "variant", "seed"), CASES)
-def test_boxes_are_exactly_the_drawn_target_and_stay_inside(label: int, variant: str, seed: int) -> None:
-    clip = scene(label, variant, seed)
+@pytest.mark.parametrize(("task", "label", "variant", "seed"), TASK_CASES)
+def test_boxes_are_exactly_the_drawn_target_and_stay_inside(task: str, label: int, variant: str, seed: int) -> None:
+    clip = scene(label, variant, seed, task)
     boxes = clip.target.boxes()
     assert drawn_boxes(draw(marked_target(clip))) == boxes
     assert all(0 <= x0 < x1 <= 112 and 0 <= y0 < y1 <= 112 for x0, y0, x1, y1 in boxes)
@@ -68,9 +72,9 @@ def test_target_moves_in_the_class_direction_at_two_to_four_pixels(label: int, v
     assert np.array_equal(steps, along[:, None] * direction)
 
 
-@pytest.mark.parametrize(("label", "variant", "seed"), CASES)
-def test_distractors_stay_home_within_one_pixel(label: int, variant: str, seed: int) -> None:
-    clip = scene(label, variant, seed)
+@pytest.mark.parametrize(("task", "label", "variant", "seed"), TASK_CASES)
+def test_distractors_stay_home_within_one_pixel(task: str, label: int, variant: str, seed: int) -> None:
+    clip = scene(label, variant, seed, task)
     distractors = clip.behind + clip.front
     assert 2 <= len(distractors) <= 4
     for track in distractors:
@@ -90,9 +94,10 @@ def test_pan_shifts_the_whole_picture_one_pixel_per_frame(seed: int) -> None:
     assert np.array_equal(np.roll(frames[0], (dy, dx), axis=(0, 1))[8:-8, 8:-8], frames[1][8:-8, 8:-8])
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("seed", range(4))
-def test_occluder_hides_part_of_the_target_but_the_box_is_its_full_extent(seed: int) -> None:
-    clip = scene(1, "occluded", seed)
+def test_occluder_hides_part_of_the_target_but_the_box_is_its_full_extent(seed: int, task: str) -> None:
+    clip = scene(1, "occluded", seed, task)
     assert len(clip.front) == 1
     full = draw(marked_target(clip))
     painted = dataclasses.replace(marked_target(clip), front=clip.front)
@@ -101,16 +106,18 @@ def test_occluder_hides_part_of_the_target_but_the_box_is_its_full_extent(seed: 
     assert drawn_boxes(full) == clip.target.boxes()
 
 
-def test_render_clip_is_deterministic_for_a_seed() -> None:
-    first, boxes = render_clip(np.random.default_rng(5), 3, variant="pan")
-    again, boxes_again = render_clip(np.random.default_rng(5), 3, variant="pan")
-    other, _ = render_clip(np.random.default_rng(6), 3, variant="pan")
+@pytest.mark.parametrize("task", TASKS)
+def test_render_clip_is_deterministic_for_a_seed(task: str) -> None:
+    first, boxes = render_clip(np.random.default_rng(5), 3, variant="pan", task=task)
+    again, boxes_again = render_clip(np.random.default_rng(5), 3, variant="pan", task=task)
+    other, _ = render_clip(np.random.default_rng(6), 3, variant="pan", task=task)
     assert first.shape == (16, 112, 112, 3) and first.dtype == np.uint8
     assert np.array_equal(first, again) and boxes == boxes_again and not np.array_equal(first, other)
 
 
 @pytest.mark.parametrize(("options", "problem"), [
-    ({"label": 4}, "label"), ({"variant": "zoom"}, "variant"), ({"size": 40}, "size"), ({"frames": 1}, "frames")])
+    ({"label": 4}, "label"), ({"variant": "zoom"}, "variant"), ({"size": 40}, "size"), ({"frames": 1}, "frames"),
+    ({"task": "colour"}, "task")])
 def test_bad_options_are_config_errors(options: dict, problem: str) -> None:
     arguments = {"label": 0, "variant": "plain", "size": 112, "frames": 16} | options
     with pytest.raises(ConfigError, match=problem):
@@ -130,7 +137,9 @@ def test_write_benchmark_is_reproducible_balanced_and_decodes(tmp_path) -> None:
     assert clip.tensor.shape == (3, 16, 112, 112)
     assert np.array_equal(clip.frames, load_clip(read_manifest(again)[0].path, PROBE_PREPROCESSING).frames)
     rendered, _ = render_clip(np.random.default_rng([3, 0]), 0)
-    assert np.abs(clip.frames.astype(int) - through_yuv420(rendered)).mean() < 0.5  # near-lossless H.264
+    # near-lossless H.264: about one grey level on average since decoding converts with DALI's swscale flags
+    # (engine.io.colour), whose chroma upsampling rounds differently from the in-memory round trip at edges
+    assert np.abs(clip.frames.astype(int) - through_yuv420(rendered)).mean() < 1.5
 
 
 def test_vp9_benchmark_decodes_with_dali(tmp_path) -> None:

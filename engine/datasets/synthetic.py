@@ -1,34 +1,39 @@
-"""The synthetic probe benchmark (DESIGN.md section 6): clips whose class is the motion of one target.
+"""The synthetic probe benchmark (DESIGN.md section 6): clips whose class is known evidence about one target.
 
-A clip is a textured static background, one target and 2-4 distractors of the same appearance family
-(textured squares or discs, 14-20 px, similar colours). The target moves 2-4 px/frame in its class
-direction and stays wholly inside the frame; distractors are static or jitter by +-1 px. Variants:
-"plain"; "pan" (the whole picture shifts 1 px/frame in one random axis direction); "occluded" (the
-target passes behind one static distractor). Every frame's target box is the target's full extent,
-x1/y1 exclusive, also where the occluder hides part of it.
+A clip is a textured static background, one target and 2-4 distractors (14-20 px, similar colours). The
+target moves 2-4 px/frame and stays wholly inside the frame; distractors are static or jitter by +-1 px.
+Tasks (evidence families, TASKS): "motion" (all objects look alike, textured squares or discs; the class
+is the target's direction: right, left, down, up) and "appearance" (the target moves in a random
+direction; the class is its look, engine.datasets.sprites.LOOKS, and the distractors show the other
+looks). Variants: "plain"; "pan" (the whole picture shifts 1 px/frame in one random axis direction);
+"occluded" (the target passes behind one static distractor). Every frame's target box is the target's
+full extent, x1/y1 exclusive, also where the occluder hides part of it.
 
     frames, boxes = render_clip(np.random.default_rng(0), label=2)           # (16,112,112,3), 16 boxes
-    manifest = write_benchmark(Path("out/synth"), videos=40, seed=0)        # videos + manifest.csv
+    manifest = write_benchmark(Path("out/synth"), videos=40, seed=0, task="appearance")
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import av
 import numpy as np
 
+from engine.datasets.sprites import LOOKS, SIDE, Sprite, patterned_sprite, smooth, textured_sprite, to_uint8
 from engine.errors import ConfigError
+from engine.io.colour import rgb_frame
 from schemas.manifest import MANIFEST_COLUMNS
 
 # Class name -> target step direction (dx, dy), in the order of the probe model's classes.
 DIRECTIONS: dict[str, tuple[int, int]] = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 VARIANTS = ("plain", "pan", "occluded")
 SPEED = (2.0, 4.0)  # target px/frame
-SIDE = (14, 20)  # object side in px, inclusive
 DISTRACTORS = (2, 4)  # inclusive
 GAP = 2  # px kept free between distractors and the target's path
 PLACEMENT_TRIES = 500
@@ -41,11 +46,47 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 @dataclass(frozen=True)
-class Sprite:
-    """One object's look: uint8 (h,w,3) pixels and the (h,w) bool mask of the pixels it covers."""
+class Task:
+    """An evidence family: its class names and, for a label, the target's look, the target's velocity
+    (dx, dy) in px/frame and one distractor's look; each draws from the rng it is given."""
 
-    pixels: np.ndarray
-    mask: np.ndarray
+    classes: tuple[str, ...]
+    target: Callable[[np.random.Generator, np.ndarray, int], Sprite]
+    velocity: Callable[[np.random.Generator, int], np.ndarray]
+    distractor: Callable[[np.random.Generator, np.ndarray, int], Sprite]
+
+
+def _class_direction(rng: np.random.Generator, label: int) -> np.ndarray:
+    """2-4 px/frame in the direction class `label` names."""
+    return rng.uniform(*SPEED) * np.array(list(DIRECTIONS.values())[label])
+
+
+def _any_direction(rng: np.random.Generator, label: int) -> np.ndarray:
+    """2-4 px/frame at a uniformly random angle, whatever the label."""
+    speed, angle = rng.uniform(*SPEED), rng.uniform(0, 2 * np.pi)
+    return speed * np.array([np.cos(angle), np.sin(angle)])
+
+
+def _alike(rng: np.random.Generator, palette: np.ndarray, label: int) -> Sprite:
+    """A textured square or disc whatever the label: in the motion task all objects look alike."""
+    return textured_sprite(rng, palette)
+
+
+def _class_look(rng: np.random.Generator, palette: np.ndarray, label: int) -> Sprite:
+    """A sprite of class `label`'s look."""
+    return patterned_sprite(rng, palette, list(LOOKS)[label])
+
+
+def _other_look(rng: np.random.Generator, palette: np.ndarray, label: int) -> Sprite:
+    """A sprite of a random look other than class `label`'s."""
+    others = [look for index, look in enumerate(LOOKS) if index != label]
+    return patterned_sprite(rng, palette, others[rng.integers(len(others))])
+
+
+TASKS: dict[str, Task] = {
+    "motion": Task(tuple(DIRECTIONS), _alike, _class_direction, _alike),
+    "appearance": Task(tuple(LOOKS), _class_look, _any_direction, _other_look),
+}
 
 
 @dataclass(frozen=True)
@@ -76,27 +117,30 @@ class Scene:
 
 
 def render_clip(rng: np.random.Generator, label: int, frames: int = 16, size: int = 112,
-                variant: str = "plain") -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """uint8 (T,size,size,3) RGB frames of class `label` and the target box per frame."""
-    scene = make_scene(rng, label, frames, size, variant)
+                variant: str = "plain", task: str = "motion") -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """uint8 (T,size,size,3) RGB frames of class `label` of `task` and the target box per frame."""
+    scene = make_scene(rng, label, frames, size, variant, task)
     return draw(scene), scene.target.boxes()
 
 
 def make_scene(rng: np.random.Generator, label: int, frames: int = 16, size: int = 112,
-               variant: str = "plain") -> Scene:
+               variant: str = "plain", task: str = "motion") -> Scene:
     """Draw every random choice of one clip from `rng` (deterministic for a seed)."""
-    _check_options(label, frames, size, variant)
+    _check_options(label, frames, size, variant, task)
     shift = _pan(rng) if variant == "pan" else np.zeros(2, dtype=int)
     drift = np.arange(frames)[:, None] * shift  # where the content has moved to by frame t
     background = _background(rng, size + 2 * frames)
     camera = frames - drift
     palette = _palette(rng, background)
-    sprite = _sprite(rng, palette)
-    target = Track(sprite, _target_corners(rng, label, size - sprite.mask.shape[0], drift))
+    family = TASKS[task]
+    sprite = family.target(rng, palette, label)
+    corners = _target_corners(rng, family.velocity(rng, label), size - sprite.mask.shape[0], drift)
+    target = Track(sprite, corners)
     path = target.corners - drift  # the target's corners in frame-0 coordinates
-    occluders = [_occluder(rng, palette, path, sprite)] if variant == "occluded" else []
+    look = partial(family.distractor, rng, palette, label)
+    occluders = [_occluder(rng, look, path, sprite)] if variant == "occluded" else []
     count = rng.integers(DISTRACTORS[0], DISTRACTORS[1] + 1) - len(occluders)
-    placed = _place(rng, palette, count, size, path, sprite, [home for _, home in occluders])
+    placed = _place(rng, look, count, size, path, sprite, [home for _, home in occluders])
     behind, front = (tuple(Track(look, home + _jitter(rng, frames) + drift) for look, home in group)
                      for group in (placed, occluders))
     return Scene(background, camera, behind, target, front, size)
@@ -114,10 +158,13 @@ def draw(scene: Scene) -> np.ndarray:
     return np.stack(out)
 
 
-def _check_options(label: int, frames: int, size: int, variant: str) -> None:
-    """Reject a class, length, size or variant the generator cannot draw."""
-    if not 0 <= label < len(DIRECTIONS):
-        raise ConfigError(f"label must be 0..{len(DIRECTIONS) - 1} ({', '.join(DIRECTIONS)}), got {label}")
+def _check_options(label: int, frames: int, size: int, variant: str, task: str) -> None:
+    """Reject a task, class, length, size or variant the generator cannot draw."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    classes = TASKS[task].classes
+    if not 0 <= label < len(classes):
+        raise ConfigError(f"label must be 0..{len(classes) - 1} ({', '.join(classes)}), got {label}")
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     if frames < 2:
@@ -132,24 +179,13 @@ def _pan(rng: np.random.Generator) -> np.ndarray:
     return np.array(list(DIRECTIONS.values())[rng.integers(len(DIRECTIONS))])
 
 
-def _smooth(rng: np.random.Generator, height: int, width: int, cell: int, channels: int = 3) -> np.ndarray:
-    """float (height,width,channels) in [0,1]: random values every `cell` px, bilinearly interpolated."""
-    grid = rng.random((height // cell + 2, width // cell + 2, channels))
-    for axis, length in ((0, height), (1, width)):
-        position = np.arange(length) / cell
-        low = np.minimum(position.astype(int), grid.shape[axis] - 2)
-        weight = np.expand_dims(position - low, axis=tuple(a for a in range(3) if a != axis))
-        grid = np.take(grid, low, axis=axis) * (1 - weight) + np.take(grid, low + 1, axis=axis) * weight
-    return grid
-
-
 def _background(rng: np.random.Generator, side: int) -> np.ndarray:
     """uint8 (side,side,3): colour blobs over a random base colour, plus fine grey grain (grey, like the
     objects' texture, so 4:2:0 chroma subsampling leaves it intact)."""
     base = rng.uniform(0.25, 0.75, 3)
-    blobs = _smooth(rng, side, side, cell=int(rng.integers(10, 24))) - 0.5
+    blobs = smooth(rng, side, side, cell=int(rng.integers(10, 24))) - 0.5
     grain = rng.normal(0, 0.03, (side, side, 1))
-    return _to_uint8(base + 0.35 * blobs + grain)
+    return to_uint8(base + 0.35 * blobs + grain)
 
 
 def _palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
@@ -158,48 +194,30 @@ def _palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
     return mean + np.where(mean < 0.5, 0.3, -0.3) + rng.normal(0, 0.05, 3)
 
 
-def _sprite(rng: np.random.Generator, palette: np.ndarray) -> Sprite:
-    """A square or disc, 14-20 px, coloured near `palette`, with its own brightness texture."""
-    side = int(rng.integers(SIDE[0], SIDE[1] + 1))
-    colour = palette + rng.normal(0, 0.05, 3)
-    texture = _smooth(rng, side, side, cell=int(rng.integers(3, 6)), channels=1) - 0.5
-    pixels = _to_uint8(colour + 0.5 * texture)
-    if rng.random() < 0.5:
-        return Sprite(pixels, np.ones((side, side), dtype=bool))
-    centre = (side - 1) / 2
-    rows, cols = np.ogrid[:side, :side]
-    return Sprite(pixels, (rows - centre) ** 2 + (cols - centre) ** 2 <= (side / 2) ** 2)
-
-
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """Floats in [0,1] as uint8, kept off the extremes 0 and 255."""
-    return np.rint(np.clip(values, 0.04, 0.96) * 255).astype(np.uint8)
-
-
-def _target_corners(rng: np.random.Generator, label: int, room: int, drift: np.ndarray) -> np.ndarray:
-    """(T,2) corners moving at a random 2-4 px/frame in the class direction (plus the drift), each in
+def _target_corners(rng: np.random.Generator, velocity: np.ndarray, room: int, drift: np.ndarray) -> np.ndarray:
+    """(T,2) corners moving at `velocity` px/frame, rounded to whole pixels (plus the drift), each in
     [0, room] so that the target stays inside the frame throughout."""
-    steps = np.rint(np.arange(len(drift)) * rng.uniform(*SPEED)).astype(int)
-    offsets = steps[:, None] * np.array(list(DIRECTIONS.values())[label]) + drift
+    offsets = np.rint(np.arange(len(drift))[:, None] * velocity).astype(int) + drift
     low, high = -offsets.min(axis=0), room - offsets.max(axis=0)
     return rng.integers(low, high + 1) + offsets
 
 
-def _occluder(rng: np.random.Generator, palette: np.ndarray, path: np.ndarray,
+def _occluder(rng: np.random.Generator, look: Callable[[], Sprite], path: np.ndarray,
               target: Sprite) -> tuple[Sprite, np.ndarray]:
-    """A sprite and its home centred on the target's position at a random frame in the middle half."""
-    sprite = _sprite(rng, palette)
+    """A distractor `look()` and its home centred on the target's position at a random frame in the middle half."""
+    sprite = look()
     moment = rng.integers(len(path) // 4, 3 * len(path) // 4 + 1)
     return sprite, path[moment] + (target.mask.shape[0] - sprite.mask.shape[0]) // 2
 
 
-def _place(rng: np.random.Generator, palette: np.ndarray, count: int, size: int, path: np.ndarray,
+def _place(rng: np.random.Generator, look: Callable[[], Sprite], count: int, size: int, path: np.ndarray,
            target: Sprite, homes: list[np.ndarray]) -> list[tuple[Sprite, np.ndarray]]:
-    """Up to `count` sprites at random homes inside frame 0, clear of the target's path and of `homes`."""
+    """Up to `count` distractors `look()` at random homes inside frame 0, clear of the target's path and of
+    `homes`."""
     taken = [_swept(path, target.mask.shape[0])] + [_swept(home[None], SIDE[1]) for home in homes]
     placed = []
     for _ in range(count):
-        sprite = _sprite(rng, palette)
+        sprite = look()
         side = sprite.mask.shape[0]
         home = next((h for h in rng.integers(0, size - side + 1, (PLACEMENT_TRIES, 2))
                      if not any(_overlaps(h, side, box) for box in taken)), None)
@@ -243,12 +261,15 @@ def _paste(frame: np.ndarray, sprite: Sprite, corner: np.ndarray) -> None:
 
 
 def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", variant: str = "plain",
-                    frames: int = 16, size: int = 112) -> Path:
-    """Write `videos` clips (labels cycling through the classes) to out/videos and out/manifest.csv
+                    frames: int = 16, size: int = 112, task: str = "motion") -> Path:
+    """Write `videos` clips of `task` (labels cycling through its classes) to out/videos and out/manifest.csv
     (paths relative to `out`, boxes of every frame); return the manifest's path.
 
     Video i is drawn from default_rng([seed, i]): the same seed gives the same manifest bytes and frames.
+    Files are named <variant>-<seed>-<i>, prefixed with the task unless it is "motion".
     """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if codec not in ENCODERS:
         raise ConfigError(f"unknown codec {codec!r}; expected one of {', '.join(ENCODERS)}")
     if videos < 1 or seed < 0:
@@ -257,7 +278,7 @@ def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", v
         raise ConfigError(f"size must be even (4:2:0 video), got {size}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    records = [_write_video(out, codec, variant, seed, index, frames, size) for index in range(videos)]
+    records = [_write_video(out, codec, variant, task, seed, index, frames, size) for index in range(videos)]
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
@@ -266,13 +287,14 @@ def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", v
     return manifest
 
 
-def _write_video(out: Path, codec: str, variant: str, seed: int, index: int, frames: int,
+def _write_video(out: Path, codec: str, variant: str, task: str, seed: int, index: int, frames: int,
                  size: int) -> dict[str, object]:
     """Render video `index` from default_rng([seed, index]), encode it under out/videos and return its
     manifest record."""
-    label = index % len(DIRECTIONS)
-    clip, boxes = render_clip(np.random.default_rng([seed, index]), label, frames, size, variant)
-    relative = f"videos/{variant}-{seed}-{index:05d}{ENCODERS[codec][0]}"
+    label = index % len(TASKS[task].classes)
+    clip, boxes = render_clip(np.random.default_rng([seed, index]), label, frames, size, variant, task)
+    prefix = "" if task == "motion" else f"{task}-"
+    relative = f"videos/{prefix}{variant}-{seed}-{index:05d}{ENCODERS[codec][0]}"
     encode(out / relative, clip, codec)
     return {"video_id": Path(relative).stem, "path": relative, "label": label,
             "boxes": json.dumps([[t, *box] for t, box in enumerate(boxes)])}
@@ -289,7 +311,7 @@ def encode(path: Path, frames: np.ndarray, codec: str = "libx264") -> None:
 
 
 def through_yuv420(frames: np.ndarray) -> np.ndarray:
-    """uint8 (T,H,W,3) RGB frames after the RGB -> yuv420p -> RGB conversions (FFmpeg's swscale) that
-    `encode` and decoding apply: what a near-lossless 4:2:0 video gives back (halved chroma resolution)."""
-    return np.stack([av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
-                     .to_ndarray(format="rgb24") for frame in frames])
+    """uint8 (T,H,W,3) RGB frames after the RGB -> yuv420p conversion `encode` applies and the one YUV -> RGB
+    conversion every decoder applies (engine.io.colour): what a near-lossless 4:2:0 video gives back."""
+    return np.stack([rgb_frame(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p"))
+                     for frame in frames])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,10 +20,13 @@ from schemas.preprocessing import Preprocessing
 
 SEED = 0
 FRAMES = 16
-PROBE_CLASSES = ("right", "left", "down", "up")
+PROBE_CLASSES = ("right", "left", "down", "up")  # the motion task's classes (engine.datasets.synthetic.TASKS)
 PROBE_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                                     classes=PROBE_CLASSES)
 PROBE_WEIGHTS = Path(__file__).parent / "weights" / "probe.pth"  # shipped as package data; jobs/train_probe.py
+# Synthetic task -> its probe's classes, in the order of engine.datasets.synthetic.TASKS[task].classes.
+PROBE_TASKS = {"motion": PROBE_CLASSES, "appearance": ("checker", "stripes", "ring", "cross")}
+PROBE_WIDTHS = {"motion": 16, "appearance": 32}  # Probe3D width per task: reading a look needs more channels
 SWIN_FRAMES = 32  # clip_len of the evaluation in Swin3D_T_Weights' docs (its meta's min_temporal_size is only 1)
 HARA_CLASSES = 700  # Kinetics-700 pretraining; a checkpoint's fc sets the count it loads with
 HARA_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.4345, 0.4051, 0.3775),
@@ -65,13 +69,25 @@ def _pytorchvideo_entry(builder: Callable[..., nn.Module], frames: int, crop: in
     return ZooEntry(partial(_seeded, builder), preprocessing, head=head)
 
 
-def _trained_probe() -> nn.Module:
-    """Probe3D with the shipped weights trained on the synthetic benchmark (DESIGN.md section 6)."""
-    if not PROBE_WEIGHTS.is_file():
-        raise ModelError(f"probe: trained weights {PROBE_WEIGHTS} are missing; "
-                         "create them with `python -m jobs.train_probe`")
-    module = _seeded(probe3d)
-    module.load_state_dict(torch.load(PROBE_WEIGHTS, map_location="cpu", weights_only=True))
+def probe_weights(task: str) -> Path:
+    """Where the shipped probe for a synthetic task lives: probe.pth (motion) or probe_<task>.pth beside it."""
+    return PROBE_WEIGHTS if task == "motion" else PROBE_WEIGHTS.with_name(f"probe_{task}.pth")
+
+
+def probe_preprocessing(task: str) -> Preprocessing:
+    """The probe input for a synthetic task: the motion probe's, with the task's class names."""
+    return dataclasses.replace(PROBE_PREPROCESSING, classes=PROBE_TASKS[task])
+
+
+def _trained_probe(task: str = "motion") -> nn.Module:
+    """Probe3D with the shipped weights trained on the synthetic benchmark's `task` (DESIGN.md section 6)."""
+    weights = probe_weights(task)
+    if not weights.is_file():
+        option = "" if task == "motion" else f" --task {task}"
+        raise ModelError(f"probe: trained weights {weights} are missing; "
+                         f"create them with `python -m jobs.train_probe{option}`")
+    module = _seeded(probe3d, num_classes=len(PROBE_TASKS[task]), width=PROBE_WIDTHS[task])
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return module
 
 
@@ -89,4 +105,5 @@ ZOO: dict[str, ZooEntry] = {
     "pytorchvideo:x3d_m": _pytorchvideo_entry(partial(x3d, "x3d_m"), 16, 256, X3D_HEAD),
     "probe3d": ZooEntry(partial(_seeded, probe3d), PROBE_PREPROCESSING),
     "probe": ZooEntry(_trained_probe, PROBE_PREPROCESSING),
+    **{f"probe:{task}": ZooEntry(partial(_trained_probe, task), probe_preprocessing(task)) for task in PROBE_TASKS},
 }

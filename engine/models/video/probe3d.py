@@ -34,6 +34,6 @@ class Probe3D(nn.Module):
         return self.fc(self.pool(self.features(clip)).flatten(1))
 
 
-def probe3d(num_classes: int = 4) -> Probe3D:
+def probe3d(num_classes: int = 4, width: int = 16) -> Probe3D:
     """Build a randomly initialised Probe3D (the zoo seeds the initialisation)."""
-    return Probe3D(num_classes=num_classes)
+    return Probe3D(num_classes=num_classes, width=width)
