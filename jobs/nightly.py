@@ -41,6 +41,7 @@ from jobs import evaluate
 from jobs.common import run_guarded
 from jobs.report import describe_mixed, mixed_decoders
 from schemas.manifest import ManifestRow
+from schemas.method_params import INCREMENTAL
 
 PRESET_VERSION = 2  # bump whenever a preset's clips, models, methods or options change
                     # 2: small runs the trained probe; the reference forward is timed inside the model actors
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
+    parser.add_argument("--incremental", choices=INCREMENTAL, default="auto",
+                        help="exact occlusion maps: incremental inference, dense forwards, or auto (the default)")
     return parser
 
 
@@ -111,7 +114,7 @@ def evaluate_preset(args: argparse.Namespace, store: ResultStore) -> str:
     for part in parts:
         argv = ["--manifest", str(part.inputs(work / part.name)), "--model", part.model, "--methods", part.methods,
                 "--store", str(args.store), "--run-id", run_id, "--device", args.device,
-                "--model-actors", str(args.model_actors), *part.options, *address]
+                "--model-actors", str(args.model_actors), "--incremental", args.incremental, *part.options, *address]
         summary = evaluate.evaluate(evaluate.build_parser().parse_args(argv), reference_repeats=REFERENCE_REPEATS)
         reference.setdefault(part.model, {"model": part.model, "seconds": summary.reference_seconds,
                                           "repeats": REFERENCE_REPEATS, "where": "model actors"})
