@@ -112,6 +112,7 @@ def test_incremental_and_dense_maps_of_a_real_h264_clip_agree(method, options, t
     assert np.abs(maps["on"] - maps["off"]).max() <= 1e-3 * np.abs(maps["off"]).max()
 
 
+@pytest.mark.slow  # builds full-size MViT
 def test_incremental_on_with_a_model_it_cannot_trace_is_one_line(clip_file, tmp_path):
     result = run_cli(str(clip_file), "--model", "torchvision:mvit_v1_b", "--method", "osa", "--incremental", "on",
                      "--out", str(tmp_path / "out"))

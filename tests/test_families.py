@@ -124,6 +124,7 @@ def test_torchvision_transformer_preprocessing(name: str, frames: int, mean: tup
     assert len(preprocessing.classes) == 400
 
 
+@pytest.mark.slow  # a full-size model
 @pytest.mark.parametrize("name", ["mvit_v1_b", "mvit_v2_s"])
 def test_mvit_state_dict_round_trip(tmp_path: Path, name: str) -> None:
     """MViT takes exactly its 16x224x224 clip (~10 s a forward here): the loaded tensors are compared exactly
@@ -142,6 +143,7 @@ def test_mvit_state_dict_round_trip(tmp_path: Path, name: str) -> None:
         assert loaded(clip((1, 3, preprocessing.frames, *preprocessing.size))).shape == (1, 400)
 
 
+@pytest.mark.slow  # a full-size model
 def test_swin3d_state_dict_round_trip(tmp_path: Path) -> None:
     original = ZOO["torchvision:swin3d_t"].builder().eval()
     with torch.no_grad():
@@ -179,6 +181,7 @@ def perturbed(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+@pytest.mark.slow  # a full-size model
 def test_slowfast_loads_a_pytorchvideo_checkpoint_and_packs_its_pathways(tmp_path: Path) -> None:
     """The reference is PyTorchVideo's own net called its own way: [slow, fast] from PackPathway (alpha 4)."""
     hub = pytorchvideo_hub()
@@ -195,6 +198,7 @@ def test_slowfast_loads_a_pytorchvideo_checkpoint_and_packs_its_pathways(tmp_pat
 @pytest.mark.parametrize(("name", "frames", "crop", "built_for"), [
     ("x3d_xs", 4, 182, 160), ("x3d_s", 13, 182, 160), ("x3d_m", 16, 256, 224),
 ])
+@pytest.mark.slow  # a full-size model
 def test_x3d_round_trip_from_a_pytorchvideo_checkpoint(tmp_path: Path, name: str, frames: int, crop: int,
                                                        built_for: int) -> None:
     hub = pytorchvideo_hub()
