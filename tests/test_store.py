@@ -14,12 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from engine.errors import ConfigError
 from engine.store.maintenance import discard_unfinished
 from engine.store.results import ResultStore, partition_value
-from jobs.evaluate import main as evaluate_main
+from jobs import evaluate as evaluate_job
 from schemas.tables import SCHEMA_VERSION, TABLES, TableError, build_table
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -196,13 +195,15 @@ def test_one_writer_per_run_and_a_dead_holders_lock_is_taken_over(tmp_path):
         store.lock("r").__enter__()
 
 
-def test_evaluate_on_a_held_run_id_is_refused_in_seconds_before_ray_starts(tmp_path, capsys):
+def test_evaluate_on_a_held_run_id_is_refused_in_seconds_before_ray_starts(tmp_path, capsys, monkeypatch):
     store = ResultStore(tmp_path / "store")
     manifest = tmp_path / "m.csv"
     manifest.write_text("video_id,path\nv,v.mp4\n")
+    connected = []
+    monkeypatch.setattr(evaluate_job, "connect", lambda *args: connected.append(args))
     with store.lock("busy"):
         began = time.monotonic()
-        code = evaluate_main(["--manifest", str(manifest), "--model", "probe3d", "--store", str(store.root),
-                              "--run-id", "busy"])
-    assert code == 2 and time.monotonic() - began < 10 and not ray.is_initialized()
+        code = evaluate_job.main(["--manifest", str(manifest), "--model", "probe3d", "--store", str(store.root),
+                                  "--run-id", "busy"])
+    assert code == 2 and time.monotonic() - began < 10 and connected == []  # refused before joining Ray
     assert "run 'busy' is being written by pid" in capsys.readouterr().err
