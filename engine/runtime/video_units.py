@@ -71,15 +71,14 @@ class VideoUnits:
             spec = pending[0]
             try:
                 if failure is not None:
-                    statuses.append(self.recorder.record_failure(row, spec, failure))
-                    pending.pop(0)
-                    continue
-                unit = await self._unit(prepared, clip_ref, logits, spec, first=not statuses)
-                statuses.append(self.recorder.record(unit))
+                    status = self.recorder.record_failure(row, spec, failure)
+                else:
+                    status = self.recorder.record(await self._unit(prepared, clip_ref, logits, spec, not statuses))
             except TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001 - scoring or storing one unit failed: its error row
-                statuses.append(self.recorder.record_failure(row, spec, failure_of(row, exc)))
+                status = self.recorder.record_failure(row, spec, failure_of(row, exc))
+            statuses.append(status)
             pending.pop(0)
 
     async def _unit(self, prepared: PreparedVideo, clip_ref: ray.ObjectRef, logits: torch.Tensor,
@@ -173,8 +172,9 @@ TORCHSCRIPT_PREAMBLE = "The following operation failed in the TorchScript interp
 def failure_of(row: ManifestRow, exc: BaseException) -> Failure:
     """The failure of one video or unit from whatever raised (inside a Ray task error too), in one line
     naming the file. A TorchScript model's error says what went wrong in its last line, not its first."""
-    failure = Failure.of(_cause(exc))
-    lines = [line.strip() for line in str(_cause(exc)).splitlines() if line.strip()]
+    cause = _cause(exc)
+    failure = Failure.of(cause)
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
     if lines and lines[0].startswith(TORCHSCRIPT_PREAMBLE):
         kind, _, message = lines[-1].partition(": ")
         failure = Failure(kind.rpartition(".")[2] if message else failure.kind, message or lines[-1])
