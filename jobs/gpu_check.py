@@ -21,7 +21,7 @@ import torch
 from engine.datasets.synthetic import write_benchmark
 from engine.errors import AosaError
 from engine.io.flow import compute_flow, cuda_flow_available
-from engine.io.video import decode_frames
+from engine.io.video import dali_unavailable, decode_frames
 from engine.models.backends import tensorrt_unavailable, use_backend
 from engine.models.loading import load_model
 from jobs import evaluate
@@ -34,11 +34,17 @@ SPEED_MODELS = ("torchvision:r3d_18", "hara:r3d_50")
 Result = tuple[str, str, str]  # status, seconds, detail
 
 
+class Skipped(Exception):
+    """A check that cannot run on this machine (a library or a CUDA build missing); its message says why."""
+
+
 def timed(check: Callable[[], str]) -> Result:
-    """Run one check: ok with its detail, or FAIL with the error's first line."""
+    """Run one check: ok with its detail, skipped with its reason, or FAIL with the error's first line."""
     began = time.perf_counter()
     try:
         detail = check()
+    except Skipped as skip:
+        return "skipped", "-", str(skip)
     except Exception as exc:  # a check's failure is a row of the table, not the end of the run
         return "FAIL", f"{time.perf_counter() - began:.2f}", str(exc).strip().splitlines()[0][:160]
     return "ok", f"{time.perf_counter() - began:.2f}", detail
@@ -52,6 +58,8 @@ def check_tensorrt(spec: str, cache: Path) -> str:
 
 
 def check_dali(folder: Path) -> str:
+    if reason := dali_unavailable():
+        raise Skipped(reason)
     manifest = write_benchmark(folder / "decode", videos=2, seed=0, codec="libx264")
     video = next((manifest.parent / "videos").iterdir())
     gpu = decode_frames(video, 0, 16, backend="dali", device="cuda").astype(np.int16)
@@ -64,8 +72,9 @@ def check_dali(folder: Path) -> str:
 
 def check_cuda_flow(folder: Path) -> str:
     if not cuda_flow_available():
-        return "skipped: the installed cv2 has no CUDA"
-    frames = decode_frames(next((folder / "decode" / "videos").iterdir()), 0, 16, backend="pyav")
+        raise Skipped("the installed cv2 has no CUDA")
+    manifest = write_benchmark(folder / "flow", videos=1, seed=2)
+    frames = decode_frames(next((manifest.parent / "videos").iterdir()), 0, 16, backend="pyav")
     difference = (compute_flow(frames, "farneback-cuda") - compute_flow(frames, "farneback")).abs().median()
     return f"median |CUDA - CPU| flow = {float(difference):.3f} px"
 
@@ -94,22 +103,31 @@ def run(args: argparse.Namespace) -> int:
         print("no CUDA device: every GPU check skipped")
         return 1 if args.require_gpu else 0
     cache = Path(args.engine_cache)
+    failures = 0
+
+    def report(name: str, result: Result) -> None:  # printed as each check ends, so a cut-off run keeps its rows
+        nonlocal failures
+        status, seconds, detail = result
+        failures += status == "FAIL"
+        print(f"{name:<40}  {status:<7} {seconds:>8}  {detail}", flush=True)
+
+    print(f"{'check':<40}  {'status':<7} {'seconds':>8}  detail")
     with tempfile.TemporaryDirectory(prefix="aosa-gpu-") as temp:
         folder = Path(temp)
-        rows = [("DALI GPU decode", timed(lambda: check_dali(folder))),
-                ("CUDA optical flow", timed(lambda: check_cuda_flow(folder))),
-                ("evaluate, 2 actors", timed(lambda: check_evaluate(folder)))]
+        report("DALI GPU decode", timed(lambda: check_dali(folder)))
+        report("CUDA optical flow", timed(lambda: check_cuda_flow(folder)))
+        report("evaluate, 2 actors", timed(lambda: check_evaluate(folder)))
         trt_reason = tensorrt_unavailable(torch.device("cuda"))
         for spec in SPEED_MODELS:
-            rows.append((f"TensorRT {spec}", ("skipped", "-", trt_reason) if trt_reason
-                         else timed(lambda spec=spec: check_tensorrt(spec, cache))))
+            report(f"TensorRT {spec}", ("skipped", "-", trt_reason) if trt_reason
+                   else timed(lambda spec=spec: check_tensorrt(spec, cache)))
             for backend in ("eager",) + (() if trt_reason else ("tensorrt",)):
-                rows += speed_rows(spec, backend, cache)
-    width = max(len(name) for name, _ in rows)
-    print(f"{'check':<{width}}  {'status':<7} {'seconds':>8}  detail")
-    for name, (status, seconds, detail) in rows:
-        print(f"{name:<{width}}  {status:<7} {seconds:>8}  {detail}")
-    return sum(status == "FAIL" for _, (status, _, _) in rows)
+                try:
+                    for row in speed_rows(spec, backend, cache):
+                        report(*row)
+                except Exception as exc:  # one model's failure is a row, the other models still run
+                    report(f"{spec} {backend}", ("FAIL", "-", str(exc).strip().splitlines()[0][:160]))
+    return failures
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,20 @@ from tests.seeding import seeded
 
 TOLERANCE = 1e-5
 FILLS = ("mean", "zero", "blur", "conditional")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest):
+    """Each device here; on CUDA with TF32 convolutions off, since TF32 rounds inputs to 10 mantissa bits and the
+    contract is fp32 (the dense and the incremental path would each drift from fp32 by about 1e-3)."""
+    if request.param == "cpu":
+        yield torch.device("cpu")
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield torch.device("cuda")
+    torch.backends.cudnn.allow_tf32 = before
 
 
 def settled(model: nn.Module, seed: int) -> nn.Module:
@@ -90,13 +104,15 @@ def case_tubes(frames: int, height: int, width: int) -> TubeSet:
 
 
 def scores(model: nn.Module, clip: torch.Tensor, tubes: TubeSet, fill_kind: str, batch_size: int = 4,
-           **options: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dense, incremental) occlusion scores of every mask."""
+           device: torch.device = torch.device("cpu"), **options: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense, incremental) occlusion scores of every mask, computed on `device`, returned on the CPU."""
+    model, clip = model.to(device), clip.to(device)
+    tubes = TubeSet(tubes.boxes.to(device), tubes.groups.to(device), tubes.height, tubes.width)
     fill = make_fill(fill_kind, clip, InputSpace(), samples=2)
     score = ScoreFunction(model, target=1)
     dense = occlusion_scores(score, clip, tubes, fill, batch_size=batch_size)
     fast = IncrementalModel(model, clip, **options)
-    return dense, occlusion_scores(score, clip, tubes, fill, batch_size=batch_size, incremental=fast)
+    return dense.cpu(), occlusion_scores(score, clip, tubes, fill, batch_size=batch_size, incremental=fast).cpu()
 
 
 def clip_of(frames: int, size: int, seed: int = 3) -> torch.Tensor:
@@ -106,10 +122,11 @@ def clip_of(frames: int, size: int, seed: int = 3) -> torch.Tensor:
 
 @pytest.mark.parametrize("fill_kind", FILLS)
 @pytest.mark.parametrize("dense_fraction", [1.0, 0.55, 0.05])
-def test_every_local_op_every_case_and_fill(fill_kind: str, dense_fraction: float) -> None:
+def test_every_local_op_every_case_and_fill(fill_kind: str, dense_fraction: float, device: torch.device) -> None:
     """dense_fraction 1 never goes dense, 0.05 goes dense right after the first layer."""
     clip = clip_of(8, 32)
-    dense, fast = scores(build(LocalZoo), clip, case_tubes(8, 32, 32), fill_kind, dense_fraction=dense_fraction)
+    dense, fast = scores(build(LocalZoo), clip, case_tubes(8, 32, 32), fill_kind, device=device,
+                         dense_fraction=dense_fraction)
     assert (dense - fast).abs().max() <= TOLERANCE
     assert (dense[3] - ScoreFunction(build(LocalZoo), 1)(clip[None])[0]).abs() <= TOLERANCE  # all-dead mask: clean
 
@@ -124,17 +141,17 @@ def test_a_batch_with_nothing_occluded_gives_the_clean_logits() -> None:
 
 @pytest.mark.parametrize(("name", "fill_kind"), [("r3d_18", "conditional"), ("mc3_18", "blur"),
                                                   ("r2plus1d_18", "zero")])
-def test_torchvision_video_resnets(name: str, fill_kind: str) -> None:
+def test_torchvision_video_resnets(name: str, fill_kind: str, device: torch.device) -> None:
     model = build(getattr(torchvision.models.video, name), num_classes=7)
-    dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), fill_kind)
+    dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), fill_kind, device=device)
     assert (dense - fast).abs().max() <= TOLERANCE
 
 
-def test_osa_cuboids_on_r3d18() -> None:
+def test_osa_cuboids_on_r3d18(device: torch.device) -> None:
     """Cuboids present in half the frames, single-tube masks."""
     tubes = cuboid_tubes(8, 32, 32, (4, 8, 8), (4, 12, 12))
     dense, fast = scores(build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 32), tubes, "mean",
-                         batch_size=6)
+                         batch_size=6, device=device)
     assert (dense - fast).abs().max() <= TOLERANCE
 
 
@@ -277,12 +294,12 @@ def test_far_apart_tubes_keep_their_own_tiles() -> None:
     assert first.index.shape[0] == 12 * 4 and first.size == (2, 4, 4)
 
 
-def test_aosa_maps_agree_incremental_and_dense() -> None:
+def test_aosa_maps_agree_incremental_and_dense(device: torch.device) -> None:
     """The method-level path (MethodParams.incremental); OSA differs from AOSA only in its tubes."""
     params = MethodParams(stride=8, mask=12, top_k=3, batch_size=16, fill="conditional", samples=2)
     flow, tubes = aosa_tubes(8, 32, params)
-    model = build(torchvision.models.video.r3d_18, num_classes=7)
-    clip = clip_of(8, 32)
+    model = build(torchvision.models.video.r3d_18, num_classes=7).to(device)
+    clip, flow = clip_of(8, 32).to(device), flow.to(device)
     maps = {}
     for mode in ("on", "off"):
         explainer = get_method("aosa")(model, dataclasses.replace(params, incremental=mode))
@@ -304,3 +321,20 @@ def test_dense_path_writes_every_draw_into_one_buffer() -> None:
     fill = make_fill("conditional", clip, InputSpace(), samples=3)
     occlusion_scores(score, clip, case_tubes(4, 16, 16), fill, batch_size=3)
     assert len(seen) == 3 * 3 and len(set(seen)) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_cuda_map_equals_the_cpu_map(mode: str) -> None:
+    """Same seed, same conditional draws (drawn on the CPU), same map on either device, fp32 both."""
+    params = MethodParams(stride=8, mask=12, top_k=3, batch_size=16, fill="conditional", samples=2, incremental=mode)
+    flow, _ = aosa_tubes(8, 32, params)
+    model, clip = build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 32)
+    cpu = get_method("aosa")(model, params).attribute(clip, 2, flow)
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        cuda = get_method("aosa")(model.cuda(), params).attribute(clip.cuda(), 2, flow.cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    assert (cuda - cpu).abs().max() <= 1e-3 * cpu.abs().max()
