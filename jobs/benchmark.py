@@ -33,9 +33,10 @@ import torch
 from engine.errors import ConfigError
 from engine.io.flow import compute_flow, resolve_method
 from engine.models.counting import CountingModel
+from engine.models.backends import use_backend
 from engine.models.loading import LoadedModel, load_model
 from engine.runtime.explain import choose_target
-from jobs.common import add_method_options, method_params, run_guarded
+from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from kernels.anchors import grid_anchors
 from kernels.incremental import NotIncremental
 from kernels.methods import ExplanationMethod, get_method
@@ -53,7 +54,7 @@ DEFAULT_METHODS = "aosa,aosa-approx,osa"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="probe3d", help="model spec (default: probe3d)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    add_backend_options(parser)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage after one warm-up (median)")
     parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default: {DEFAULT_METHODS})")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -309,7 +310,8 @@ def format_report(report: dict[str, Any]) -> str:
     params = report["params"]
     lines = [
         f"model      {report['model']}   clip {'x'.join(map(str, report['clip']))}   target {report['target']}",
-        f"device     {report['device']}   torch {report['torch']}   threads {report['threads']}",
+        f"device     {report['device']}   backend {report.get('backend', 'eager')}   torch {report['torch']}   "
+        f"threads {report['threads']}",
         f"N          {report['anchors']} anchors (stride {params['stride']}, mask {params['mask']}, "
         f"top-k {params['top_k']})   batch size {report['batch_size']}   repeats {report['repeats']} (median)",
         "n_forward  clips scored, the clean clip's one included (exact AOSA: N + 1; NAME:incremental scores the",
@@ -323,7 +325,8 @@ def format_report(report: dict[str, Any]) -> str:
         ratio = "-" if stage["ratio"] is None else f"{stage['ratio']:.3f}"
         lines.append(f"{name:<20} {stage['seconds']:>10.4f} {forwards:>10} {ratio:>8}  "
                      f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
-    lines += [f"speed-up   {name}: incremental {speedup:.2f}x faster than dense" for name, speedup in report["speedups"].items()]
+    lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
+              for name, speedup in report["speedups"].items()]
     return "\n".join(lines)
 
 
@@ -339,9 +342,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     if args.masks is not None and args.masks < 1:
         raise ConfigError(f"--masks must be at least 1, got {args.masks}")
-    model = load_model(args.model, args.device)
-    report = run_benchmark(model, method_params(args), [limited(cls, args.masks) for cls in methods], args.repeats)
-    report["masks"] = args.masks
+    model, params = load_model(args.model, args.device), method_params(args)
+    backend = use_backend(model, args.backend, params.batch_size, args.engine_cache)
+    report = run_benchmark(model, params, [limited(cls, args.masks) for cls in methods], args.repeats)
+    report["masks"], report["backend"] = args.masks, backend
     print(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))

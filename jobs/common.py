@@ -52,7 +52,8 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the model runs: device, execution backend, compiled-engine cache."""
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="eager torch, or TensorRT (fp16, GPUs only); auto: TensorRT when it can run")
+                        help="eager torch in fp32, eager with TF32 tensor cores (CUDA), or TensorRT (fp16, GPUs "
+                             "only); auto: TensorRT when it can run, else eager")
     parser.add_argument("--engine-cache", type=Path, default=Path.home() / ".cache" / "aosa" / "engines",
                         help="where compiled TensorRT engines are kept")
 

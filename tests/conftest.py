@@ -1,7 +1,10 @@
-"""Shared fixtures: one embedded Ray cluster per test session (starting one takes seconds)."""
+"""Shared fixtures: one embedded Ray cluster per test session (starting one takes seconds); fp32 CUDA."""
 
 import pytest
 import ray
+import torch
+
+from engine.models.backends import set_tf32
 
 
 @pytest.fixture(scope="session")
@@ -10,6 +13,15 @@ def ray_cluster():
     ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def fp32_cuda():
+    """CUDA convolutions and matrix products in fp32 (TF32 off) for one test, as the `eager` backend runs them."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    set_tf32(False)
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.models.backends import resolve_backend, tensorrt_unavailable
+from engine.models.backends import resolve_backend, tensorrt_unavailable, use_backend
 from engine.models.loading import load_model
 from jobs.explain import main as explain
 from jobs.gpu_check import main as gpu_check
@@ -27,6 +27,17 @@ def test_auto_is_eager_and_tensorrt_is_refused_without_cuda():
     assert "CUDA" in tensorrt_unavailable(torch.device("cuda"))
     with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
         resolve_backend("onnx", cpu)
+    with pytest.raises(ConfigError, match="'eager-tf32' needs a CUDA device"):
+        resolve_backend("eager-tf32", cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_eager_is_fp32_on_cuda_and_eager_tf32_is_not(tmp_path, fp32_cuda):
+    """(`fp32_cuda` puts the process-wide flags back afterwards.)"""
+    model = load_model("probe3d", "cuda")
+    for backend, tf32 in (("eager-tf32", True), ("eager", False)):
+        assert use_backend(model, backend, 4, tmp_path) == backend
+        assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
 
 
 def test_explain_with_tensorrt_on_cpu_is_one_line_and_never_imports_torch_tensorrt(tmp_path, capsys):
@@ -58,6 +69,7 @@ def test_doctor_reports_backends_and_reasons():
     assert lines["decoder pyav"].startswith("available") and "h264" in lines["decoder pyav"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_gpu_check_skips_everything_without_a_gpu(capsys):
     assert gpu_check([]) == 0 and "every GPU check skipped" in capsys.readouterr().out
     assert gpu_check(["--require-gpu"]) == 1

@@ -35,16 +35,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(params=DEVICES)
-def device(request: pytest.FixtureRequest):
-    """Each device here; on CUDA with TF32 convolutions off, since TF32 rounds inputs to 10 mantissa bits and the
-    contract is fp32 (the dense and the incremental path would each drift from fp32 by about 1e-3)."""
-    if request.param == "cpu":
-        yield torch.device("cpu")
-        return
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield torch.device("cuda")
-    torch.backends.cudnn.allow_tf32 = before
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device here; CUDA in fp32 (`fp32_cuda`): the contract is fp32, and TF32 rounds inputs to 10 mantissa
+    bits, so the dense and the incremental path would each drift from fp32 by about 1e-3."""
+    if request.param == "cuda":
+        request.getfixturevalue("fp32_cuda")
+    return torch.device(request.param)
 
 
 def settled(model: nn.Module, seed: int) -> nn.Module:
@@ -245,6 +241,13 @@ def test_attention_models_go_dense_in_auto_and_stay_exact_or_refuse_in_on() -> N
         incremental_for(first, clip, "on")
 
 
+def test_auto_keeps_gpus_dense_and_cpus_incremental() -> None:
+    """`auto` on a clip off the CPU is dense without tracing (a meta tensor stands for any other device)."""
+    model = build(torchvision.models.video.r3d_18, num_classes=7)
+    assert incremental_for(model, clip_of(4, 32), "auto") is not None
+    assert incremental_for(model, torch.empty(3, 4, 32, 32, device="meta"), "auto") is None
+
+
 class Branchy(nn.Module):
     """Data-dependent control flow: torch.fx cannot trace it."""
 
@@ -325,16 +328,11 @@ def test_dense_path_writes_every_draw_into_one_buffer() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("mode", ["on", "off"])
-def test_cuda_map_equals_the_cpu_map(mode: str) -> None:
+def test_cuda_map_equals_the_cpu_map(mode: str, fp32_cuda: None) -> None:
     """Same seed, same conditional draws (drawn on the CPU), same map on either device, fp32 both."""
     params = MethodParams(stride=8, mask=12, top_k=3, batch_size=16, fill="conditional", samples=2, incremental=mode)
     flow, _ = aosa_tubes(8, 32, params)
     model, clip = build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 32)
     cpu = get_method("aosa")(model, params).attribute(clip, 2, flow)
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        cuda = get_method("aosa")(model.cuda(), params).attribute(clip.cuda(), 2, flow.cuda()).cpu()
-    finally:
-        torch.backends.cudnn.allow_tf32 = before
+    cuda = get_method("aosa")(model.cuda(), params).attribute(clip.cuda(), 2, flow.cuda()).cpu()
     assert (cuda - cpu).abs().max() <= 1e-3 * cpu.abs().max()

@@ -11,6 +11,8 @@ from kernels.scoring import Model
 from schemas.method_params import INCREMENTAL as MODES
 
 MIN_PREFIX_FRACTION = 0.5  # `auto` goes incremental when the local prefix holds at least this share of the flops
+AUTO_DEVICES = ("cpu",)  # where `auto` may go incremental: on an H200 it ran 1.3-6x slower than dense for every
+                         # model measured (many small gathers; the README's GPU table), so GPUs stay dense
 
 
 def incremental_for(model: Model, clip: torch.Tensor, mode: str = "auto",
@@ -18,13 +20,14 @@ def incremental_for(model: Model, clip: torch.Tensor, mode: str = "auto",
     """The IncrementalModel to score occlusions of the (C, T, H, W) `clip` with, or None for the dense path.
 
     `off`: None. `on`: always, NotIncremental (one line) when the model cannot be traced or starts with a
-    non-local op. `auto`: when it can and its local prefix holds MIN_PREFIX_FRACTION of the model's flops.
+    non-local op. `auto`: on AUTO_DEVICES, when it can and its local prefix holds MIN_PREFIX_FRACTION of the
+    model's flops.
     `logits` (1, classes), the model's own output on the clip, guards against wrappers that do more than their
     `.module` (preprocessing, precision): if the traced module disagrees, the model is not incremental.
     """
     if mode not in MODES:
         raise ValueError(f"unknown incremental mode {mode!r}; expected one of {', '.join(MODES)}")
-    if mode == "off":
+    if mode == "off" or (mode == "auto" and clip.device.type not in AUTO_DEVICES):
         return None
     try:
         built = _build(model, clip, logits)
