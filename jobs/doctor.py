@@ -30,7 +30,9 @@ def model_backends() -> list[tuple[str, str]]:
     cuda = (f"{torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
             else "no GPU or driver")
     trt = tensorrt_unavailable(torch.device("cuda")) or AVAILABLE
-    return [("torch", torch.__version__), ("CUDA", cuda), ("backend eager", AVAILABLE), ("backend tensorrt", trt)]
+    tf32 = AVAILABLE if torch.cuda.is_available() else "needs a CUDA device"
+    return [("torch", torch.__version__), ("CUDA", cuda), ("backend eager", AVAILABLE), ("backend eager-tf32", tf32),
+            ("backend tensorrt", trt)]
 
 
 def decoders() -> list[tuple[str, str]]:

@@ -57,15 +57,16 @@ def aggregate(tubes: TubeSet, values: torch.Tensor, mode: str = "coverage") -> t
     `rise`: (1/N) sum_i -v_i keep_i(p) / mean(keep_i), keep_i = 1 - occ_i (the paper's eq. 2 in the
     reference code's form); a mask that covers everything keeps nothing and adds nothing.
     """
-    values = values.detach().double().cpu()
+    if mode not in ("coverage", "rise"):
+        raise ValueError(f"unknown aggregate {mode!r}; expected coverage or rise")
+    # Box geometry first: on a GPU this CPU work overlaps the scoring still queued there, which .cpu() waits for.
     if mode == "coverage":
-        coverage = tubes.paint(torch.ones_like(values))
-        weighted = tubes.paint(values)
+        coverage = tubes.paint(torch.ones(len(tubes), dtype=torch.float64))
+        weighted = tubes.paint(values.detach().double().cpu())
         result = torch.where(coverage > 0.5, weighted / coverage.clamp_min(1), torch.zeros_like(weighted))
-    elif mode == "rise":
+    else:
         kept = 1.0 - tubes.volumes() / (tubes.frames * tubes.height * tubes.width)
+        values = values.detach().double().cpu()
         weight = torch.where(kept > 0, -values / kept.clamp_min(1e-12), torch.zeros_like(kept))
         result = (weight.sum() - tubes.paint(weight)) / len(tubes)
-    else:
-        raise ValueError(f"unknown aggregate {mode!r}; expected coverage or rise")
     return result.float()

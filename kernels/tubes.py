@@ -54,13 +54,14 @@ class TubeSet:
         subsets = torch.arange(1, 2 ** size)
         chosen = ((subsets[:, None] >> torch.arange(size)) & 1).bool()  # (S, G)
         signs = torch.where(chosen.sum(1) % 2 == 1, 1.0, -1.0).double()
-        pick = chosen[None, :, :, None]  # (1, S, G, 1)
-        expanded = members[:, None]  # (B, 1, G, T, 4)
-        big = max(self.height, self.width) + 1
-        y0 = torch.where(pick, expanded[..., 0], -1).amax(2)
-        y1 = torch.where(pick, expanded[..., 1], big).amin(2)
-        x0 = torch.where(pick, expanded[..., 2], -1).amax(2)
-        x1 = torch.where(pick, expanded[..., 3], big).amin(2)
+        shape = (members.shape[0], len(subsets), self.frames, 2)
+        starts = torch.full(shape, -1, dtype=members.dtype)  # (B, S, T, [y0, x0]): the largest start of the chosen
+        ends = torch.full(shape, max(self.height, self.width) + 1, dtype=members.dtype)  # ... the smallest end
+        for member, pick in zip(members.unbind(1), chosen.T):  # G elementwise steps, not reductions over G
+            pick = pick.view(1, -1, 1, 1)
+            starts = torch.where(pick, torch.maximum(starts, member[:, None, :, 0::2]), starts)
+            ends = torch.where(pick, torch.minimum(ends, member[:, None, :, 1::2]), ends)
+        (y0, x0), (y1, x1) = starts.unbind(-1), ends.unbind(-1)
         boxes = torch.stack([y0, torch.maximum(y1, y0), x0, torch.maximum(x1, x0)], dim=-1)
         return boxes, signs
 
