@@ -89,6 +89,12 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
         key = unit["video_id"], unit["method"]
         assert stage[*key, "model_forward"] == (unit["n_forward"], "clips")
         assert stage[*key, "metrics"] == (2 * 29, "clips") and stage[*key, "explain"] == (1, "maps")
+        if unit["method_name"] in ("aosa", "osa"):  # masks built on the driver, one clip scored per mask
+            assert stage[*key, "masks"] == (unit["n_forward"] - 1, "masks")
+        elif unit["method_name"] == "aosa-approx":  # built on the actor: AOSA's tubes, as many
+            assert stage[*key, "masks"] == (stage[key[0], "aosa", "masks"][0], "masks")
+        else:
+            assert (*key, "masks") not in stage
     for row in rows[:2]:  # decode and flow are stored once per video, with its first unit
         assert stage[row.video_id, "aosa", "decode"] == (16, "frames")
         assert stage[row.video_id, "aosa", "flow:farneback"] == (15, "frame pairs")

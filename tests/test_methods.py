@@ -40,9 +40,15 @@ def test_registry_and_uniform_call_shape():
     for name, cls in METHODS.items():
         if name == "rollout":  # needs a divided space-time transformer: tests/test_timesformer.py
             continue
-        saliency = cls(tiny_cnn(), params).attribute(clip, target=1, flow=flow)
+        explainer = cls(tiny_cnn(), params)
+        saliency = explainer.attribute(clip, target=1, flow=flow)
         assert saliency.shape == (4, 24, 24) and saliency.dtype == torch.float32, name
         assert torch.isfinite(saliency).all() and saliency.abs().max() > 0, name
+        builds_masks = name in ("aosa", "aosa-approx", "osa")  # a run's `masks` stage: their tube building
+        assert (explainer.mask_seconds is not None) == builds_masks, name
+        expected = (len(grid_anchors(24, 24, 8)) if name in ("aosa", "aosa-approx") else
+                    len(cls.tubes(params, clip, flow)) if name == "osa" else 0)
+        assert explainer.mask_count == expected, name
     with pytest.raises(ValueError, match="unknown method 'gradcam2'"):
         get_method("gradcam2")
     with pytest.raises(ValueError, match="top_k must be between 0 and 8"):

@@ -82,6 +82,8 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
         raise ConfigError(f"--incremental on: {exc}") from None
     timings["method"] = time.perf_counter() - start
     timings["model_forward"] = counted.seconds
+    if explainer.mask_seconds is not None:
+        timings["masks"] = explainer.mask_seconds
     occlusion = isinstance(explainer, OcclusionMethod)
     return Explanation(saliency=saliency.cpu().numpy().astype(np.float32), method=method, params=params,
                        target=target, predicted=predicted, score=score,

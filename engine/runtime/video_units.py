@@ -106,6 +106,8 @@ class VideoUnits:
                   "model_forward": Stage(result.seconds, result.clips, "clips"),
                   "metrics": Stage(finished - explained, faith.clips, "clips"),
                   "total": Stage(flow_seconds + finished - began, 1, "maps")}
+        if result.masks is not None:
+            stages["masks"] = result.masks
         if first:  # decode and flow are shared by the video's units: stored once, with its first unit
             stages |= prepared.stages()
         score = float(target_scores(logits[None], target, params.score)[0])
@@ -120,6 +122,7 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     here. Busy seconds add the driver's tubes and aggregation to every shard's: the map's cost on one device."""
     began = time.perf_counter()
     tubes = method.tubes(params, torch.empty(prepared.shape, device="meta"), flow)  # tubes need only the shape
+    masks = Stage(time.perf_counter() - began, len(tubes), "masks")
     tubes_ref = ray.put(tubes)
     models = pool.models
     shards = [shard for shard in torch.arange(len(tubes)).tensor_split(len(models)) if len(shard)]
@@ -134,7 +137,7 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     driver += time.perf_counter() - began
     inference = "incremental" if any(r.inference == "incremental" for r in results) else "dense"
     return ModelResult(saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1,
-                       driver + sum(r.busy for r in results), inference)
+                       driver + sum(r.busy for r in results), inference, masks)
 
 
 async def sharded_faithfulness(pool: ActorPool, clip_ref: ray.ObjectRef, saliency: torch.Tensor, target: int,

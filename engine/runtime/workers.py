@@ -115,6 +115,7 @@ class ModelResult:
     clips: int
     busy: float
     inference: str | None = None  # occlusion scores: "incremental" or "dense"
+    masks: Stage | None = None  # building the map's masks (tubes), for methods that build any
 
 
 class IncrementalCache:
@@ -188,11 +189,16 @@ class ModelWorker:
 
     def attribute(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
                   flow: torch.Tensor | None) -> ModelResult:
-        """A whole map from a method that is not sharded (gradient methods, AOSA-approx)."""
+        """A whole map from a method that is not sharded (gradient methods, AOSA-approx, STEP)."""
+        explainers = []
+
         def work(model: CountingModel) -> torch.Tensor:
-            explainer = get_method(method)(model, params, self.space)
-            return explainer.attribute(clip.to(self.model.device), target, flow).cpu()
-        return self._run(work)
+            explainers.append(get_method(method)(model, params, self.space))
+            return explainers[0].attribute(clip.to(self.model.device), target, flow).cpu()
+        result, explainer = self._run(work), explainers[0]
+        built = explainer.mask_seconds is not None
+        return dataclasses.replace(result, masks=Stage(explainer.mask_seconds, explainer.mask_count, "masks")
+                                   if built else None)
 
     def curve_points(self, clip: torch.Tensor, saliency: torch.Tensor, target: int,
                      shard: list[tuple[str, list[int]]], batch_size: int) -> ModelResult:

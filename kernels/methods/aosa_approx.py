@@ -19,7 +19,7 @@ class AOSAApprox(ExplanationMethod):
 
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
         p = self.params
-        tubes = adaptive_tubes(self.require_flow(flow), p)
+        tubes = self.timed_masks(lambda: adaptive_tubes(self.require_flow(flow), p))
         x = inputs.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             (gradient,) = torch.autograd.grad(self.scorer(target)(x.unsqueeze(0))[0], x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
@@ -11,6 +12,7 @@ import torch
 
 from kernels.scoring import Model, ScoreFunction
 from kernels.space import InputSpace
+from kernels.tubes import TubeSet
 from schemas.method_params import MethodParams
 
 
@@ -21,6 +23,8 @@ class ExplanationMethod(ABC):
     needs_flow: ClassVar[bool] = False   # whether attribute() needs the clip's optical flow
     default_fill: ClassVar[str] = "mean"
     progress: Callable[[int, int], None] | None = None  # set on an instance: long methods report (done, total)
+    mask_seconds: float | None = None  # after attribute(): seconds building the masks, for methods that build any
+    mask_count: int = 0
 
     def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
         self.model = model
@@ -42,6 +46,13 @@ class ExplanationMethod(ABC):
     @abstractmethod
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
         """Saliency (T, H, W) float32 of a (C, T, H, W) clip for class `target`; higher = more important."""
+
+    def timed_masks(self, build: Callable[[], TubeSet]) -> TubeSet:
+        """`build()`, its seconds and mask count kept in `mask_seconds` and `mask_count` (a run's `masks` stage)."""
+        began = time.perf_counter()
+        tubes = build()
+        self.mask_seconds, self.mask_count = time.perf_counter() - began, len(tubes)
+        return tubes
 
     @classmethod
     def require_flow(cls, flow: torch.Tensor | None) -> torch.Tensor:

@@ -37,7 +37,7 @@ class OcclusionMethod(ExplanationMethod):
         return make_fill(self.fill, inputs, self.space, samples=p.samples, radius=p.radius, seed=p.seed)
 
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
-        tubes = self.tubes(self.params, inputs, flow)
+        tubes = self.timed_masks(lambda: self.tubes(self.params, inputs, flow))
         score = self.scorer(target)
         with torch.no_grad():
             logits = self.model(inputs.unsqueeze(0))
