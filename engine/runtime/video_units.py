@@ -122,7 +122,7 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     here. Busy seconds add the driver's tubes and aggregation to every shard's: the map's cost on one device."""
     began = time.perf_counter()
     tubes = method.tubes(params, torch.empty(prepared.shape, device="meta"), flow)  # tubes need only the shape
-    masks = Stage(time.perf_counter() - began, len(tubes), "masks")
+    tube_seconds = time.perf_counter() - began
     tubes_ref = ray.put(tubes)
     models = pool.models
     shards = [shard for shard in torch.arange(len(tubes)).tensor_split(len(models)) if len(shard)]
@@ -136,6 +136,7 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     saliency = aggregate(tubes, base - scores, params.aggregate)
     driver += time.perf_counter() - began
     inference = "incremental" if any(r.inference == "incremental" for r in results) else "dense"
+    masks = Stage(tube_seconds + sum(r.masks.seconds for r in results if r.masks), len(tubes), "masks")
     return ModelResult(saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1,
                        driver + sum(r.busy for r in results), inference, masks)
 

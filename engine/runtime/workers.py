@@ -115,7 +115,7 @@ class ModelResult:
     clips: int
     busy: float
     inference: str | None = None  # occlusion scores: "incremental" or "dense"
-    masks: Stage | None = None  # building the map's masks (tubes), for methods that build any
+    masks: Stage | None = None  # building the map's masks (tubes) and fill, for methods that build any
 
 
 class IncrementalCache:
@@ -173,19 +173,22 @@ class ModelWorker:
                          tubes: TubeSet, index: torch.Tensor) -> ModelResult:
         """Target scores of the clip occluded by masks `index` (a shard), built on this worker's device, by
         incremental inference (one clean pass per clip, kept for the clip's other shards and methods) or dense."""
-        inference = []
+        inference, fills = [], []
 
         def work(model: CountingModel) -> torch.Tensor:
             inputs = clip.to(self.model.device)
             explainer = get_method(method)(model, params, self.space)
-            fill, fast = explainer.make_fill(inputs), self.incremental.get(inputs, params.incremental)
+            began = time.perf_counter()
+            fill = explainer.make_fill(inputs)
+            fills.append(Stage(time.perf_counter() - began, 0, "masks"))  # the driver adds the tubes' share
+            fast = self.incremental.get(inputs, params.incremental)
             began = time.perf_counter()
             scores = occlusion_scores(explainer.scorer(target), inputs, tubes, fill, index, params.batch_size, fast)
             if fast is not None:  # every occluded clip was scored without a call of the model: count it here
                 model.add(len(index) * len(fill.draws), time.perf_counter() - began)
             inference.append("dense" if fast is None else "incremental")
             return scores.cpu()
-        return dataclasses.replace(self._run(work), inference=inference[0])
+        return dataclasses.replace(self._run(work), inference=inference[0], masks=fills[0])
 
     def attribute(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
                   flow: torch.Tensor | None) -> ModelResult:

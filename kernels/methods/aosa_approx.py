@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from kernels.fills import make_fill
@@ -19,11 +21,13 @@ class AOSAApprox(ExplanationMethod):
 
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
         p = self.params
-        tubes = self.timed_masks(lambda: adaptive_tubes(self.require_flow(flow), p))
+        began = time.perf_counter()
+        tubes = adaptive_tubes(self.require_flow(flow), p)
+        expected = make_fill(self.fill, inputs, self.space, samples=1, radius=p.radius, seed=p.seed).expected
+        self.record_masks(began, len(tubes))
         x = inputs.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             (gradient,) = torch.autograd.grad(self.scorer(target)(x.unsqueeze(0))[0], x)
-        expected = make_fill(self.fill, inputs, self.space, samples=1, radius=p.radius, seed=p.seed).expected
         drop = -gradient * (expected - inputs.detach())
         if p.relu:
             drop = drop.clamp_min(0)

@@ -12,7 +12,6 @@ import torch
 
 from kernels.scoring import Model, ScoreFunction
 from kernels.space import InputSpace
-from kernels.tubes import TubeSet
 from schemas.method_params import MethodParams
 
 
@@ -23,7 +22,7 @@ class ExplanationMethod(ABC):
     needs_flow: ClassVar[bool] = False   # whether attribute() needs the clip's optical flow
     default_fill: ClassVar[str] = "mean"
     progress: Callable[[int, int], None] | None = None  # set on an instance: long methods report (done, total)
-    mask_seconds: float | None = None  # after attribute(): seconds building the masks, for methods that build any
+    mask_seconds: float | None = None  # after attribute(): seconds building masks and fill, for methods with masks
     mask_count: int = 0
 
     def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
@@ -47,12 +46,10 @@ class ExplanationMethod(ABC):
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
         """Saliency (T, H, W) float32 of a (C, T, H, W) clip for class `target`; higher = more important."""
 
-    def timed_masks(self, build: Callable[[], TubeSet]) -> TubeSet:
-        """`build()`, its seconds and mask count kept in `mask_seconds` and `mask_count` (a run's `masks` stage)."""
-        began = time.perf_counter()
-        tubes = build()
-        self.mask_seconds, self.mask_count = time.perf_counter() - began, len(tubes)
-        return tubes
+    def record_masks(self, began: float, count: int) -> None:
+        """Keep the seconds since `began` (perf_counter) spent building `count` masks and their fill, for a run's
+        `masks` stage."""
+        self.mask_seconds, self.mask_count = time.perf_counter() - began, count
 
     @classmethod
     def require_flow(cls, flow: torch.Tensor | None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 
 import torch
@@ -37,13 +38,14 @@ class OcclusionMethod(ExplanationMethod):
         return make_fill(self.fill, inputs, self.space, samples=p.samples, radius=p.radius, seed=p.seed)
 
     def attribute(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None = None) -> torch.Tensor:
-        tubes = self.timed_masks(lambda: self.tubes(self.params, inputs, flow))
+        began = time.perf_counter()
+        tubes, fill = self.tubes(self.params, inputs, flow), self.make_fill(inputs)
+        self.record_masks(began, len(tubes))
         score = self.scorer(target)
         with torch.no_grad():
             logits = self.model(inputs.unsqueeze(0))
         base = target_scores(logits, target, score.kind)[0]
         fast = incremental_for(self.model, inputs, self.params.incremental, logits)
-        fill = self.make_fill(inputs)
         self.ran_incremental = fast is not None
         self.incremental_clips = len(tubes) * len(fill.draws) if fast is not None else 0
         occluded = occlusion_scores(score, inputs, tubes, fill, batch_size=self.params.batch_size, incremental=fast)
