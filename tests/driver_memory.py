@@ -12,11 +12,15 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 from jobs.evaluate import main as evaluate
+
+T = TypeVar("T")
 
 
 def write_missing_manifest(path: Path, rows: int) -> None:
@@ -26,11 +30,8 @@ def write_missing_manifest(path: Path, rows: int) -> None:
         writer.writerows((f"v{i:07d}", f"missing/v{i:07d}.mp4") for i in range(rows))
 
 
-def main(rows: str, workdir: str) -> int:
-    folder = Path(workdir)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "manifest.csv"
-    write_missing_manifest(manifest, int(rows))
+def with_peak_rss(run: Callable[[], T]) -> tuple[T, float]:
+    """`run()` and this process's peak resident memory in MiB while it ran (sampled every 50 ms)."""
     process, peak, running = psutil.Process(), [0], [True]
 
     def sample() -> None:
@@ -40,11 +41,22 @@ def main(rows: str, workdir: str) -> int:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    code = evaluate(["--manifest", str(manifest), "--model", "probe3d", "--methods", "random", "--store",
-                     str(folder / "store"), "--run-id", "memory", "--model-actors", "1", "--max-in-flight", "8"])
-    running[0] = False
-    sampler.join()
-    print("RESULT " + json.dumps({"rows": int(rows), "peak_mib": peak[0] / 2**20, "code": code}), flush=True)
+    try:
+        return run(), peak[0] / 2**20
+    finally:
+        running[0] = False
+        sampler.join()
+
+
+def main(rows: str, workdir: str) -> int:
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.csv"
+    write_missing_manifest(manifest, int(rows))
+    code, peak = with_peak_rss(lambda: evaluate([
+        "--manifest", str(manifest), "--model", "probe3d", "--methods", "random", "--store", str(folder / "store"),
+        "--run-id", "memory", "--model-actors", "1", "--max-in-flight", "8"]))
+    print("RESULT " + json.dumps({"rows": int(rows), "peak_mib": peak, "code": code}), flush=True)
     return 0
 
 
