@@ -1,10 +1,13 @@
 """The actors of one evaluation: model actors (with their GPU share) and decode actors, created, described,
-handed out round-robin and stopped. Ray restarts a crashed actor (`engine.runtime.actors`)."""
+handed out (model actors to the least busy, decode actors in turn) and stopped. Ray restarts a crashed actor
+(`engine.runtime.actors`)."""
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Generic, TypeVar
 
 import ray
 
@@ -14,6 +17,26 @@ from schemas.run_config import RunConfig
 
 DECODE_GPU_SHARE = 0.1  # a decode actor with --decode-device cuda shares a GPU with the model actors
 ACTOR_START_TIMEOUT = 600  # seconds; generous for a cluster that must first scale up a GPU node
+Actor = TypeVar("Actor")
+
+
+class LeastBusy(Generic[Actor]):
+    """Hands out the actor with the fewest calls in flight, ties in turn. Round robin would couple actors to a
+    fixed pattern of calls: with a clean forward and one map per video, every map went to the same actor."""
+
+    def __init__(self, actors: list[Actor]) -> None:
+        self.actors, self.in_flight, self.turn = actors, [0] * len(actors), 0
+
+    @contextmanager
+    def take(self) -> Iterator[Actor]:
+        """An actor, counted busy until the `with` block ends (await the call inside it)."""
+        order = [(self.turn + step) % len(self.actors) for step in range(len(self.actors))]
+        index = min(order, key=self.in_flight.__getitem__)
+        self.turn, self.in_flight[index] = (index + 1) % len(self.actors), self.in_flight[index] + 1
+        try:
+            yield self.actors[index]
+        finally:
+            self.in_flight[index] -= 1
 
 
 class ActorPool:
@@ -33,7 +56,7 @@ class ActorPool:
         self.preparers = [VideoActor.options(**self._decode_resources()).remote(
             self.describe["preprocessing"], config.decoder, config.start, config.decode_device)
             for _ in range(config.decode_actors)]
-        self._next_model = itertools.cycle(self.models)
+        self._models = LeastBusy(self.models)
         self._next_preparer = itertools.cycle(self.preparers)
 
     def _await_models(self) -> dict[str, Any]:
@@ -65,8 +88,9 @@ class ActorPool:
             raise ConfigError("--decode-device cuda: the Ray cluster has no GPUs")
         return {"num_gpus": DECODE_GPU_SHARE}
 
-    def next_model(self) -> ray.actor.ActorHandle:
-        return next(self._next_model)
+    def model(self) -> AbstractContextManager[ray.actor.ActorHandle]:
+        """The least busy model actor, for a call awaited inside the `with` block."""
+        return self._models.take()
 
     def next_preparer(self) -> ray.actor.ActorHandle:
         return next(self._next_preparer)

@@ -62,7 +62,8 @@ class VideoUnits:
             prepared = await prepared_ref
             failure = prepared if isinstance(prepared, Failure) else label_failure(row, self.num_classes)
             if failure is None:
-                logits = (await self.pool.next_model().logits.remote(clip_ref)).value
+                with self.pool.model() as actor:
+                    logits = (await actor.logits.remote(clip_ref)).value
         except TRANSIENT:
             raise
         except Exception as exc:  # noqa: BLE001 - any exception of one video is that video's error rows
@@ -93,7 +94,8 @@ class VideoUnits:
             result = await sharded_map(self.pool, spec.name, params, method, prepared, clip_ref, logits, target,
                                        flow)
         else:
-            result = await self.pool.next_model().attribute.remote(spec.name, params, clip_ref, target, flow)
+            with self.pool.model() as actor:
+                result = await actor.attribute.remote(spec.name, params, clip_ref, target, flow)
         if not torch.isfinite(result.value).all():
             raise MapError(f"{prepared.row.path}: the {spec.key} map has {int((~torch.isfinite(result.value)).sum())}"
                            " non-finite values (NaN or infinite); it is not scored")
