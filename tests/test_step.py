@@ -1,9 +1,14 @@
 """STEP (spatio-temporal extremal perturbation): known answers on models that look at one known region."""
 
+import numpy as np
 import pytest
 import torch
 
+from engine.datasets.manifests import iter_manifest
+from engine.datasets.synthetic import write_benchmark
+from jobs.explain import main as explain
 from kernels.methods import METHODS, get_method
+from kernels.metrics.pointing import pointing_game
 from kernels.methods.step import STEP, SmoothMask, ellipsoid, step_mismatch
 from schemas.method_params import MethodParams, ParamsError
 
