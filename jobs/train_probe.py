@@ -33,7 +33,7 @@ from engine.datasets.manifests import read_manifest
 from engine.datasets.synthetic import TASKS, VARIANTS, render_clip, through_yuv420, write_benchmark
 from engine.io.preprocess import load_clip, normalize
 from engine.models.video.probe3d import probe3d
-from engine.models.zoo import PROBE_PREPROCESSING, PROBE_WIDTHS, probe_weights
+from engine.models.zoo import PROBE_POOLS, PROBE_PREPROCESSING, PROBE_WIDTHS, probe_weights
 from jobs.common import run_guarded
 
 TRAIN_SALT = 0x70726F62  # first word of every training clip's seed, so no write_benchmark(seed) stream repeats one
@@ -62,13 +62,15 @@ class TrainConfig:
     mix: dict[str, float] = field(default_factory=lambda: {"plain": 0.4, "pan": 0.35, "occluded": 0.25})
     task: str = "motion"
     width: int = 16
+    pool: str = "avg"
 
 
 # The shipped probes' settings: the appearance probe is wider (reading a look takes more channels than a
-# direction), spends more epochs on crops and on full frames, and runs one thread (steady on a busy CPU).
+# direction), max-pools (its one moving object is not averaged with the distractors' looks) and spends more
+# epochs on crops and on full frames.
 TASK_CONFIGS = {"motion": TrainConfig(),
                 "appearance": TrainConfig(task="appearance", width=PROBE_WIDTHS["appearance"],
-                                          crops=(48,) * 5 + (80,) * 4, epochs=4, threads=1)}
+                                          pool=PROBE_POOLS["appearance"], crops=(48,) * 5 + (80,) * 4, epochs=4)}
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def train(config: TrainConfig) -> dict[str, Tensor]:
     data = training_set(config)
     sides = (*config.crops, *[None] * config.epochs)
     with deterministic(config.seed, config.threads):
-        model = probe3d(num_classes=len(TASKS[config.task].classes), width=config.width)
+        model = probe3d(num_classes=len(TASKS[config.task].classes), width=config.width, pool=config.pool)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=len(sides) * math.ceil(config.train / config.batch_size))
@@ -172,7 +174,7 @@ def held_out_accuracy(state: dict[str, Tensor], seed: int, videos: int, config: 
     """Accuracy per variant on `videos` H.264 videos of the config's task per variant, written with `seed`
     and decoded again."""
     task = config.task
-    model = probe3d(num_classes=len(TASKS[task].classes), width=config.width)
+    model = probe3d(num_classes=len(TASKS[task].classes), width=config.width, pool=config.pool)
     model.load_state_dict(state)
     with tempfile.TemporaryDirectory() as workdir:
         return {variant: manifest_accuracy(model, write_benchmark(Path(workdir) / variant, videos, seed,

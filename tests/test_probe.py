@@ -14,6 +14,7 @@ from engine.datasets.synthetic import write_benchmark
 from engine.errors import ModelError
 from engine.models import zoo
 from engine.models.loading import load_model
+from engine.models.video.probe3d import probe3d
 from jobs.train_probe import TASK_CONFIGS, TrainConfig, manifest_accuracy, train
 
 FRESH_SEED = 12345  # never used by training (its clips are salted) nor by its held-out check (1000)
@@ -36,6 +37,15 @@ def test_appearance_probe_classifies_fresh_h264_videos(tmp_path) -> None:
     loaded = load_model("probe:appearance")
     assert loaded.preprocessing.classes == ("checker", "stripes", "ring", "cross")
     assert manifest_accuracy(loaded.module, manifest) >= 0.95
+
+
+def test_max_pooling_classifies_the_strongest_response_and_unknown_pools_are_refused() -> None:
+    model, clip = probe3d(width=4, pool="max").eval(), torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(clip), model.fc(model.features(clip).amax(dim=(2, 3, 4))))
+    assert zoo.PROBE_POOLS == {"motion": "avg", "appearance": "max"}
+    with pytest.raises(ValueError, match="unknown pool 'sum'"):
+        probe3d(pool="sum")
 
 
 def test_zoo_names_a_probe_per_task_and_probe_is_the_motion_one() -> None:

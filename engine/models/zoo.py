@@ -27,6 +27,7 @@ PROBE_WEIGHTS = Path(__file__).parent / "weights" / "probe.pth"  # shipped as pa
 # Synthetic task -> its probe's classes, in the order of engine.datasets.synthetic.TASKS[task].classes.
 PROBE_TASKS = {"motion": PROBE_CLASSES, "appearance": ("checker", "stripes", "ring", "cross")}
 PROBE_WIDTHS = {"motion": 16, "appearance": 32}  # Probe3D width per task: reading a look needs more channels
+PROBE_POOLS = {"motion": "avg", "appearance": "max"}  # ... and its pooling: one moving object among distractors
 SWIN_FRAMES = 32  # clip_len of the evaluation in Swin3D_T_Weights' docs (its meta's min_temporal_size is only 1)
 HARA_CLASSES = 700  # Kinetics-700 pretraining; a checkpoint's fc sets the count it loads with
 HARA_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.4345, 0.4051, 0.3775),
@@ -86,7 +87,7 @@ def _trained_probe(task: str = "motion") -> nn.Module:
         option = "" if task == "motion" else f" --task {task}"
         raise ModelError(f"probe: trained weights {weights} are missing; "
                          f"create them with `python -m jobs.train_probe{option}`")
-    module = _seeded(probe3d, num_classes=len(PROBE_TASKS[task]), width=PROBE_WIDTHS[task])
+    module = _seeded(probe3d, num_classes=len(PROBE_TASKS[task]), width=PROBE_WIDTHS[task], pool=PROBE_POOLS[task])
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return module
 
