@@ -47,8 +47,13 @@ def timed(check: Callable[[], str]) -> Result:
     except Skipped as skip:
         return "skipped", "-", str(skip)
     except Exception as exc:  # a check's failure is a row of the table, not the end of the run
-        return "FAIL", f"{time.perf_counter() - began:.2f}", str(exc).strip().splitlines()[0][:160]
+        return failed(exc, f"{time.perf_counter() - began:.2f}")
     return "ok", f"{time.perf_counter() - began:.2f}", detail
+
+
+def failed(exc: Exception, seconds: str = "-") -> Result:
+    """A FAIL row with the error's first line."""
+    return "FAIL", seconds, str(exc).strip().splitlines()[0][:160]
 
 
 def check_tensorrt(spec: str, cache: Path) -> str:
@@ -130,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                     for row in speed_rows(spec, backend, cache):
                         report(*row)
                 except Exception as exc:  # one model's failure is a row, the other models still run
-                    report(f"{spec} {backend}", ("FAIL", "-", str(exc).strip().splitlines()[0][:160]))
+                    report(f"{spec} {backend}", failed(exc))
     return failures
 
 

@@ -124,13 +124,18 @@ def model_input(clips: np.ndarray) -> Tensor:
     return torch.stack([normalize(clip, PROBE_PREPROCESSING.mean, PROBE_PREPROCESSING.std) for clip in clips])
 
 
+def untrained_probe(config: TrainConfig) -> nn.Module:
+    """The Probe3D a config trains: its task's classes, its width and pooling (initialised from torch's RNG)."""
+    return probe3d(num_classes=len(TASKS[config.task].classes), width=config.width, pool=config.pool)
+
+
 def train(config: TrainConfig) -> dict[str, Tensor]:
     """Train Probe3D with Adam (cosine-decayed learning rate) and cross-entropy, crops first, then full
     frames; return its state dict."""
     data = training_set(config)
     sides = (*config.crops, *[None] * config.epochs)
     with deterministic(config.seed, config.threads):
-        model = probe3d(num_classes=len(TASKS[config.task].classes), width=config.width, pool=config.pool)
+        model = untrained_probe(config)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=len(sides) * math.ceil(config.train / config.batch_size))
@@ -173,12 +178,11 @@ def manifest_accuracy(model: nn.Module, manifest: Path) -> float:
 def held_out_accuracy(state: dict[str, Tensor], seed: int, videos: int, config: TrainConfig) -> dict[str, float]:
     """Accuracy per variant on `videos` H.264 videos of the config's task per variant, written with `seed`
     and decoded again."""
-    task = config.task
-    model = probe3d(num_classes=len(TASKS[task].classes), width=config.width, pool=config.pool)
+    model = untrained_probe(config)
     model.load_state_dict(state)
     with tempfile.TemporaryDirectory() as workdir:
         return {variant: manifest_accuracy(model, write_benchmark(Path(workdir) / variant, videos, seed,
-                                                                  variant=variant, task=task))
+                                                                  variant=variant, task=config.task))
                 for variant in VARIANTS}
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from engine.datasets.sprites import LOOKS
 from engine.errors import ModelError
 from engine.models.video.hara import hara_r2plus1d50, hara_r3d50
 from engine.models.video.probe3d import probe3d
@@ -25,7 +26,7 @@ PROBE_PREPROCESSING = Preprocessing(frames=FRAMES, size=(112, 112), mean=(0.5, 0
                                     classes=PROBE_CLASSES)
 PROBE_WEIGHTS = Path(__file__).parent / "weights" / "probe.pth"  # shipped as package data; jobs/train_probe.py
 # Synthetic task -> its probe's classes, in the order of engine.datasets.synthetic.TASKS[task].classes.
-PROBE_TASKS = {"motion": PROBE_CLASSES, "appearance": ("checker", "stripes", "ring", "cross")}
+PROBE_TASKS = {"motion": PROBE_CLASSES, "appearance": tuple(LOOKS)}
 PROBE_WIDTHS = {"motion": 16, "appearance": 32}  # Probe3D width per task: reading a look needs more channels
 PROBE_POOLS = {"motion": "avg", "appearance": "max"}  # ... and its pooling: one moving object among distractors
 SWIN_FRAMES = 32  # clip_len of the evaluation in Swin3D_T_Weights' docs (its meta's min_temporal_size is only 1)
