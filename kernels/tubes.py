@@ -35,16 +35,17 @@ class TubeSet:
         return self.boxes.shape[1]
 
     def masks(self, index: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """Boolean masks (B, T, H, W) of the masks numbered `index`, built on `device`."""
+        """Boolean masks (B, T, H, W) of the masks numbered `index`, built on `device`: for each (mask, frame) one
+        (H x G) @ (G x W) product of its tubes' row and column indicators counts the tubes over each pixel."""
         boxes = self.boxes.to(device)[self.groups[index].to(device)]  # (B, G, T, 4)
+        count, _, frames, _ = boxes.shape
         rows = torch.arange(self.height, device=boxes.device)
         cols = torch.arange(self.width, device=boxes.device)
-        masks = torch.zeros(boxes.shape[0], self.frames, self.height, self.width, dtype=torch.bool, device=boxes.device)
-        for member in boxes.unbind(dim=1):  # (B, T, 4): one tube of each group at a time
-            in_rows = (rows >= member[..., 0:1]) & (rows < member[..., 1:2])  # (B, T, H)
-            in_cols = (cols >= member[..., 2:3]) & (cols < member[..., 3:4])  # (B, T, W)
-            masks |= in_rows[..., :, None] & in_cols[..., None, :]
-        return masks
+        in_rows = (rows >= boxes[..., 0:1]) & (rows < boxes[..., 1:2])  # (B, G, T, H)
+        in_cols = (cols >= boxes[..., 2:3]) & (cols < boxes[..., 3:4])  # (B, G, T, W)
+        in_rows = in_rows.float().permute(0, 2, 3, 1).reshape(count * frames, self.height, -1)
+        in_cols = in_cols.float().permute(0, 2, 1, 3).reshape(count * frames, -1, self.width)
+        return torch.bmm(in_rows, in_cols).view(count, frames, self.height, self.width) > 0.5  # sums of 0/1: exact
 
     def intersections(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes (B, S, T, 4) where each of the S non-empty subsets of a group's tubes overlap, and their

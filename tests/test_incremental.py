@@ -326,6 +326,28 @@ def test_dense_path_writes_every_draw_into_one_buffer() -> None:
     assert len(seen) == 3 * 3 and len(set(seen)) == 1
 
 
+
+@pytest.mark.parametrize("writes_input", [False, True])
+def test_each_occluded_batch_is_the_clip_with_its_masks_filled(device: torch.device, writes_input: bool) -> None:
+    """The buffer puts back only what the last batch filled; every batch (every draw, a short last one, after a
+    model that writes into its input) still equals torch.where(mask, fill, clip)."""
+    clip = clip_of(4, 16).to(device)
+    tubes = case_tubes(4, 16, 16)
+    fill = make_fill("conditional", clip, InputSpace(), samples=2)
+    chunks = torch.arange(len(tubes)).split(3)  # 3, 3 and a short last batch of 2, each scored with both draws
+    mismatches = []
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        call = len(mismatches)
+        masks = tubes.masks(chunks[call // 2], device).unsqueeze(1)
+        mismatches.append(int((batch != torch.where(masks, fill.draws[call % 2], clip)).sum()))
+        if writes_input:
+            batch.mul_(-1)
+        return batch.flatten(1).sum(1)
+    occlusion_scores(score, clip, tubes, fill, batch_size=3)
+    assert mismatches == [0] * 2 * len(chunks)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("mode", ["on", "off"])
 def test_cuda_map_equals_the_cpu_map(mode: str, fp32_cuda: None) -> None:
