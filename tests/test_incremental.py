@@ -20,6 +20,7 @@ from torch import nn
 
 from kernels.fills import make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
+from kernels.incremental.patches import Activation
 from kernels.methods import get_method
 from kernels.methods.aosa import adaptive_tubes
 from kernels.occlusion import occlusion_scores
@@ -125,6 +126,21 @@ def test_every_local_op_every_case_and_fill(fill_kind: str, dense_fraction: floa
                          dense_fraction=dense_fraction)
     assert (dense - fast).abs().max() <= TOLERANCE
     assert (dense[3] - ScoreFunction(build(LocalZoo), 1)(clip[None])[0]).abs() <= TOLERANCE  # all-dead mask: clean
+
+
+def test_windows_gathered_in_chunks_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window budget far below one layer's windows: window layers run chunk by chunk, scores unchanged."""
+    gathers = []
+    windows = Activation.windows
+    monkeypatch.setattr(Activation, "windows", lambda self, *args: gathers.append(1) or windows(self, *args))
+    clip, tubes = clip_of(8, 32), case_tubes(8, 32, 32)
+    counts = {}
+    for budget in (2 ** 26, 8192):
+        gathers.clear()
+        dense, fast = scores(build(LocalZoo), clip, tubes, "conditional", window_bytes=budget)
+        assert (dense - fast).abs().max() <= TOLERANCE
+        counts[budget] = len(gathers)
+    assert counts[8192] > 2 * counts[2 ** 26]
 
 
 def test_a_batch_with_nothing_occluded_gives_the_clean_logits() -> None:

@@ -9,7 +9,7 @@ from torch import fx, nn
 
 from kernels.incremental.geometry import Tiles, through_window, tiles_of, union
 from kernels.incremental.ops import trace
-from kernels.incremental.patches import Activation, occluded_input, to_rows
+from kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
 from kernels.incremental.prefix import Prefix, clean_pass, run_node
 from kernels.tubes import TubeSet
 
@@ -33,8 +33,9 @@ class IncrementalModel:
     the logits (B, classes) the dense model gives on `torch.where(mask, fill, clip)`."""
 
     def __init__(self, module: nn.Module, clip: torch.Tensor, dense_fraction: float = DENSE_FRACTION,
-                 cell: tuple[int, int] = CELL) -> None:
+                 cell: tuple[int, int] = CELL, window_bytes: int = WINDOW_BYTES) -> None:
         self.module, self.clip, self.dense_fraction, self.cell = module, clip, dense_fraction, cell
+        self.window_bytes = window_bytes  # gathered windows held at once per layer (the peak of a batch)
         self.prefix: Prefix = clean_pass(module, trace(module), clip)
         self.local = list(self.prefix.ops)
         position = {node: index for index, node in enumerate(self.local)}
@@ -42,6 +43,10 @@ class IncrementalModel:
         for node in self.local:
             last = max((position.get(user, len(self.local)) for user in node.users), default=len(self.local))
             self.expiry.setdefault(last, []).append(node)
+        graph = {node: index for index, node in enumerate(self.prefix.nodes)}
+        self.dense_expiry: dict[int, list[fx.Node]] = {}  # graph position of a node's last reader -> the node
+        for node in self.prefix.nodes:
+            self.dense_expiry.setdefault(max((graph[user] for user in node.users), default=0), []).append(node)
 
     @property
     def clean_logits(self) -> torch.Tensor:
@@ -101,14 +106,15 @@ class IncrementalModel:
         for position, node in enumerate(self.local[:plan.cut]):
             op, tiles = prefix.ops[node], plan.tiles[node]
             if op.kind == "input":
-                clean = prefix.tables[node].table[:prefix.tables[node].positions]
+                clean = prefix.tables[node].clean
                 values = occluded_input(clean, fill, plan.boxes, tiles, prefix.shapes[node][1:])
             elif op.kind == "pointwise":
                 source = acts[op.inputs[0]].values
                 shared = getattr(op.run, "inplace", False) and len(op.inputs[0].users) > 1
                 values = op.run(source.clone() if shared else source)
             elif op.kind == "window":
-                values = op.run(acts[op.inputs[0]].windows(tiles, op.window, op.pad, prefix.shapes[node][1:]))
+                values = acts[op.inputs[0]].run_windows(op.run, tiles, op.window, op.pad, prefix.shapes[node][1:],
+                                                        self.window_bytes)
             else:
                 values = op.run(*[acts[source].at(tiles) for source in op.inputs])
             acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count)
@@ -120,8 +126,11 @@ class IncrementalModel:
         """Materialize the local outputs read past the cut (clean broadcast + tiles) and run the rest of the graph."""
         done = set(self.local[:plan.cut])
         env = {node: acts[node].dense() for node in done if any(user not in done for user in node.users)}
-        for node in self.prefix.nodes[plan.cut:]:
+        acts.clear()
+        for position, node in enumerate(self.prefix.nodes[plan.cut:], start=plan.cut):
             if node.op == "output":
                 return fx.node.map_arg(node.args[0], env.__getitem__)
             env[node] = run_node(self.module, node, env)
+            for expired in self.dense_expiry.get(position, ()):
+                env.pop(expired, None)  # memory: like the eager forward, only the values still to be read
         raise AssertionError("the traced graph has no output")

@@ -7,10 +7,15 @@ overlaid with mask b's tiles" is an int map per (mask, frame, y, x) into one row
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 
 from kernels.incremental.geometry import Tiles
 from kernels.incremental.ops import UNIT, Window
+
+WINDOW_BYTES = 64 * 2 ** 20  # gathered windows held at once per layer: bounds the peak, big enough for fast convs
 
 
 def to_rows(activation: torch.Tensor) -> torch.Tensor:
@@ -20,21 +25,20 @@ def to_rows(activation: torch.Tensor) -> torch.Tensor:
                        device=activation.device).copy_(activation.permute(1, 2, 3, 0).reshape(-1, channels))
 
 
-def tile_rows(values: torch.Tensor) -> torch.Tensor:
-    """Patch values (P, C, t, h, w) -> rows (P*t*h*w, C) in (tile, frame, y, x) order."""
-    return values.permute(0, 2, 3, 4, 1).reshape(-1, values.shape[1])
-
-
 class CleanTable:
-    """One layer's clean rows of one clip and its two pad rows, kept for every batch of masks."""
+    """One layer's row table of one clip, [clean rows | zero row | -inf row | a batch's tile rows], in one buffer
+    kept for every batch: each batch overwrites the tile rows, so the clean rows are never copied again."""
 
     def __init__(self, clean: torch.Tensor, shape: tuple[int, int, int]) -> None:
         self.shape = shape  # (T, H, W)
         self.positions = clean.shape[0]
-        pads = torch.zeros(2, clean.shape[1], dtype=clean.dtype, device=clean.device)
-        pads[1] = -torch.inf
-        self.table = torch.cat([clean, pads])
+        self.buffer = torch.cat([clean, torch.zeros(2, clean.shape[1], dtype=clean.dtype, device=clean.device)])
+        self.buffer[self.positions + 1] = -torch.inf
         self.base = torch.arange(self.positions, dtype=torch.int32, device=clean.device)
+
+    @property
+    def clean(self) -> torch.Tensor:
+        return self.buffer[:self.positions]
 
     @property
     def zero_row(self) -> int:
@@ -48,9 +52,24 @@ class CleanTable:
     def first_tile_row(self) -> int:
         return self.positions + 2
 
-    def with_tiles(self, rows: torch.Tensor) -> torch.Tensor:
-        """The table with a batch's tile rows appended (a new tensor, freed with the batch)."""
-        return torch.cat([self.table, rows])
+    def with_tiles(self, values: torch.Tensor) -> torch.Tensor:
+        """The table with a batch's patch values (P, C, t, h, w) as its tile rows, in (tile, frame, y, x) order;
+        valid until the next call (the buffer grows when a batch has more tile rows than any before)."""
+        count, channels = math.prod(values.shape[:1] + values.shape[2:]), values.shape[1]
+        end = self.first_tile_row + count
+        if self.buffer.shape[0] < end:
+            grown = self.buffer.new_empty(end + end // 4, channels)
+            grown[:self.first_tile_row] = self.buffer[:self.first_tile_row]
+            self.buffer = grown
+        self.buffer[self.first_tile_row:end].view(values.shape[0], *values.shape[2:], channels).copy_(
+            values.permute(0, 2, 3, 4, 1))
+        return self.buffer[:end]
+
+
+def window_spans(size: tuple[int, int, int], window: Window) -> list[int]:
+    """Input extent per axis that a window op reads to produce outputs of `size`."""
+    return [(out - 1) * stride + (kernel - 1) * dilation + 1 for out, stride, kernel, dilation in
+            zip(size, window.stride, window.kernel, window.dilation)]
 
 
 Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (low, high) per axis (T, H, W)
@@ -87,7 +106,7 @@ class Activation:
     def table(self) -> torch.Tensor:
         """Row table [clean | zero | -inf | this batch's tile rows]."""
         if self._table is None:
-            self._table = self.clean.with_tiles(tile_rows(self.values))
+            self._table = self.clean.with_tiles(self.values)
         return self._table
 
     def grid(self, padding: Padding, pad_row: int) -> torch.Tensor:
@@ -111,8 +130,7 @@ class Activation:
         grid = self.grid(window_padding(window, self.clean.shape, out_shape), self.clean.pad_row(pad))
         _, frames, height, width = grid.shape
         device = grid.device
-        spans = [(size - 1) * stride + (kernel - 1) * dilation + 1 for size, stride, kernel, dilation in
-                 zip(tiles.size, window.stride, window.kernel, window.dilation)]
+        spans = window_spans(tiles.size, window)
         template = (torch.arange(spans[0], device=device) * height)[:, None] + torch.arange(spans[1], device=device)
         template = (template * width)[..., None] + torch.arange(spans[2], device=device)  # (t_in, h_in, w_in)
         mask, t0, y0, x0 = tiles.index.unbind(1)
@@ -122,6 +140,23 @@ class Activation:
         table = self.table()
         rows = table.index_select(0, grid.view(-1).index_select(0, flat))
         return rows.view(len(corner), *spans, table.shape[1]).permute(0, 4, 1, 2, 3)
+
+    def run_windows(self, run: Callable[[torch.Tensor], torch.Tensor], tiles: Tiles, window: Window, pad: float,
+                    out_shape: tuple[int, int, int], budget: int) -> torch.Tensor:
+        """`run` (a conv or pool) on the windows of `tiles`, gathered a chunk of tiles at a time so that no more
+        than `budget` bytes of windows exist at once: a window reads its kernel's reach, several times a tile."""
+        size = math.prod(window_spans(tiles.size, window)) * self.values.shape[1] * self.values.element_size()
+        step = max(1, budget // size)
+        if len(tiles.index) <= step:
+            return run(self.windows(tiles, window, pad, out_shape))
+        out = None
+        for start in range(0, len(tiles.index), step):
+            part = Tiles(tiles.index[start:start + step], tiles.size)
+            values = run(self.windows(part, window, pad, out_shape))
+            if out is None:
+                out = values.new_empty(len(tiles.index), *values.shape[1:])
+            out[start:start + len(values)] = values
+        return out
 
     def at(self, tiles: Tiles) -> torch.Tensor:
         """Values (P, C, t, h, w) on other tiles of the same resolution (gathered unless they are its own)."""
