@@ -38,7 +38,8 @@ from engine.models.loading import LoadedModel, load_model
 from engine.runtime.explain import choose_target
 from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from kernels.anchors import grid_anchors
-from kernels.incremental import NotIncremental
+from kernels.incremental import NotIncremental, incremental_for
+from kernels.incremental.floor import flop_shares
 from kernels.methods import ExplanationMethod, get_method
 from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.scoring import ScoreFunction
@@ -281,8 +282,11 @@ def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[E
     } for stage in stages}
     speedups = {cls.name: by_name[f"{cls.name}:dense"].median / by_name[f"{cls.name}:incremental"].median
                 for cls in methods if f"{cls.name}:incremental" in by_name}
+    counted = {cls.name: dataclasses.asdict(flop_shares(incremental_for(model, clip, "on"),
+                                                        cls.tubes(params, clip, flow), params.batch_size))
+               for cls in methods if f"{cls.name}:incremental" in by_name}
     return {
-        "speedups": speedups,
+        "speedups": speedups, "flop_shares": counted,
         "model": model.spec, "device": describe_device(model.device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "clip": list(clip.shape), "target": target,
         "anchors": len(grid_anchors(prep.height, prep.width, params.stride)), "batch_size": params.batch_size,
@@ -327,6 +331,9 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
     lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
               for name, speedup in report["speedups"].items()]
+    lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; exactly "
+              f"the changed region would be {shares['floor']:.3f}, the floor of any exact incremental method"
+              for name, shares in report.get("flop_shares", {}).items()]
     return "\n".join(lines)
 
 

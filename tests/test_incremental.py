@@ -20,6 +20,7 @@ from torch import nn
 
 from kernels.fills import make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
+from kernels.incremental.floor import _changed_bitmaps, flop_shares
 from kernels.incremental.patches import Activation
 from kernels.methods import get_method
 from kernels.methods.aosa import adaptive_tubes
@@ -374,3 +375,24 @@ def test_cuda_map_equals_the_cpu_map(mode: str, fp32_cuda: None) -> None:
     cpu = get_method("aosa")(model, params).attribute(clip, 2, flow)
     cuda = get_method("aosa")(model.cuda(), params).attribute(clip.cuda(), 2, flow.cuda()).cpu()
     assert (cuda - cpu).abs().max() <= 1e-3 * cpu.abs().max()
+
+
+def test_the_counted_floor_is_the_set_of_outputs_a_mask_changes() -> None:
+    """Through convs (strided, dilated) and an average pool, the floor's changed map is exactly where the
+    occluded clip's activations differ from the clean ones; the plan's tiles cover at least that."""
+    with seeded(0):
+        local = nn.Sequential(nn.Conv3d(3, 4, (3, 5, 5), (1, 2, 2), (1, 2, 2)), nn.Conv3d(4, 4, 3, 1, 2, dilation=2),
+                              nn.AvgPool3d(3, 1, 1), nn.Conv3d(4, 4, (3, 1, 1), (2, 1, 1), (1, 0, 0)))
+        model = nn.Sequential(local, nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    clip, tubes = clip_of(8, 32), case_tubes(8, 32, 32)
+    incremental = IncrementalModel(model, clip)
+    index = torch.arange(len(tubes))
+    changed = _changed_bitmaps(incremental, tubes, index)[incremental.local[-1]][:, 0]
+    masks, differs = tubes.masks(index).unsqueeze(1), False
+    for seed in (1, 2):  # two far-off random fills: a change cancelling by chance in both is out of reach
+        with seeded(seed), torch.no_grad():
+            occluded = torch.where(masks, 100 * torch.randn(3, 8, 32, 32), clip)
+            differs = differs | ((local(occluded) - local(clip[None])).abs() > 1e-3).any(1)  # rounding is ~1e-6
+    assert torch.equal(changed.bool(), differs)
+    shares = flop_shares(incremental, tubes, batch_size=3)
+    assert 0 < shares.floor <= shares.planned <= 1
