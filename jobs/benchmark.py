@@ -332,7 +332,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
               for name, speedup in report["speedups"].items()]
     lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; exactly "
-              f"the changed region would be {shares['floor']:.3f}, the floor of any exact incremental method"
+              f"the changed region would be {shares['floor']:.3f} (recomputing only what changes goes no lower)"
               for name, shares in report.get("flop_shares", {}).items()]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """What incremental occlusion can save on a clip, counted rather than timed: the share of the dense flops that
-the plan computes, and the share no exact method can go below (each local convolution on exactly the positions
-a mask changes, everything after the local prefix dense)."""
+the plan computes, and the share that recomputing only what changes cannot go below (each local convolution on
+exactly the positions a mask changes, everything after the local prefix dense)."""
 
 from __future__ import annotations
 
