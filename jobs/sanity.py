@@ -83,18 +83,20 @@ def run(args: argparse.Namespace) -> int:
     save_sanity_plot(curves, args.out / "sanity.png", title=f"cascade randomization of {args.model}, "
                                                             f"{len(rows)} videos")
     for method, points in curves.items():
-        print(f"{method}: " + ", ".join(f"{layer} {value:+.3f}" for layer, value in points))
+        print(f"{method}: " + ", ".join(f"{layer} {value:+.3f} +-{half:.3f}" for layer, value, half in points))
     return 0
 
 
-def mean_curves(records: list[dict]) -> dict[str, list[tuple[str, float]]]:
-    """Per method, (layer, mean Spearman over videos) in randomization order."""
-    curves: dict[str, list[tuple[str, float]]] = {}
+def mean_curves(records: list[dict]) -> dict[str, list[tuple[str, float, float]]]:
+    """Per method, (layer, mean Spearman over videos, half-width of its 95% interval: 1.96 standard errors, 0 for
+    one video) in randomization order."""
+    curves: dict[str, list[tuple[str, float, float]]] = {}
     for method in dict.fromkeys(record["method"] for record in records):
         mine = [record for record in records if record["method"] == method]
         layers = list(dict.fromkeys((record["step"], record["layer"]) for record in mine))
-        curves[method] = [(layer, float(np.mean([r["spearman"] for r in mine if r["step"] == step])))
-                          for step, layer in layers]
+        values = [np.array([r["spearman"] for r in mine if r["step"] == step]) for step, _ in layers]
+        curves[method] = [(layer, float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1
+                           else 0.0) for (_, layer), v in zip(layers, values)]
     return curves
 
 

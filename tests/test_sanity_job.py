@@ -2,11 +2,13 @@
 
 import csv
 
+import pytest
+
 from PIL import Image
 
 from engine.datasets.manifests import write_manifest
 from engine.models.loading import load_model
-from jobs.sanity import main
+from jobs.sanity import main, mean_curves
 from kernels.metrics import cascade_layers
 from schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
@@ -32,3 +34,13 @@ def test_sanity_job_writes_a_curve_per_method(tmp_path, capsys):
     with Image.open(out / "sanity.png") as plot:
         assert plot.size[0] > 400 and plot.convert("L").getextrema()[0] < 128
     assert "aosa-approx:" in capsys.readouterr().out
+
+
+def test_mean_curves_give_a_95_percent_interval_per_layer():
+    records = [{"video_id": v, "method": "m", "step": 1, "layer": "fc", "spearman": rho}
+               for v, rho in zip("abc", (0.1, 0.2, 0.3))]
+    records.append({"video_id": "a", "method": "one", "step": 1, "layer": "fc", "spearman": 0.5})
+    curves = mean_curves(records)
+    (layer, mean, half), = curves["m"]
+    assert layer == "fc" and mean == pytest.approx(0.2) and half == pytest.approx(1.96 * 0.1 / 3 ** 0.5)
+    assert curves["one"] == [("fc", 0.5, 0.0)]  # one video: no spread to estimate

@@ -86,15 +86,20 @@ def save_frame_grid(frames: np.ndarray, saliency: np.ndarray, path: Path, title:
     return path
 
 
-def save_sanity_plot(curves: dict[str, list[tuple[str, float]]], path: Path, title: str = "") -> Path:
-    """Line plot of Spearman correlation with the original map as layers are randomized from the logits down."""
+def save_sanity_plot(curves: dict[str, list[tuple[str, float, float]]], path: Path, title: str = "") -> Path:
+    """Line plot of Spearman correlation with the original map as layers are randomized from the logits down,
+    (layer, mean, 95% half-width) per point, the interval shaded."""
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for method, points in curves.items():
-        axes.plot(range(len(points) + 1), [1.0] + [value for _, value in points], marker="o", label=method)
+        steps = np.arange(len(points) + 1)
+        means = np.array([1.0] + [value for _, value, _ in points])
+        halves = np.array([0.0] + [half for _, _, half in points])
+        line, = axes.plot(steps, means, marker="o", label=method)
+        axes.fill_between(steps, means - halves, means + halves, color=line.get_color(), alpha=0.15, linewidth=0)
     layers = next(iter(curves.values()), [])
-    axes.set_xticks(range(len(layers) + 1), ["original"] + [name for name, _ in layers], rotation=45, ha="right")
+    axes.set_xticks(range(len(layers) + 1), ["original"] + [name for name, *_ in layers], rotation=45, ha="right")
     axes.axhline(0.0, color="grey", linewidth=0.8)
     axes.set_ylim(-1.05, 1.05)
     axes.set_xlabel("layers re-initialized (cumulative, from the logits down)")
