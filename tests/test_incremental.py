@@ -20,7 +20,7 @@ from torch import nn
 
 from kernels.fills import make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
-from kernels.incremental.floor import _changed_bitmaps, flop_shares
+from kernels.incremental.floor import changed_outputs, flop_shares
 from kernels.incremental.patches import Activation
 from kernels.methods import get_method
 from kernels.methods.aosa import adaptive_tubes
@@ -343,11 +343,10 @@ def test_dense_path_writes_every_draw_into_one_buffer() -> None:
     assert len(seen) == 3 * 3 and len(set(seen)) == 1
 
 
-
 @pytest.mark.parametrize("writes_input", [False, True])
 def test_each_occluded_batch_is_the_clip_with_its_masks_filled(device: torch.device, writes_input: bool) -> None:
-    """The buffer puts back only what the last batch filled; every batch (every draw, a short last one, after a
-    model that writes into its input) still equals torch.where(mask, fill, clip)."""
+    """Every batch written into the reused buffer (each draw, a short last one, and after a model that writes
+    into its input) equals torch.where(mask, fill, clip)."""
     clip = clip_of(4, 16).to(device)
     tubes = case_tubes(4, 16, 16)
     fill = make_fill("conditional", clip, InputSpace(), samples=2)
@@ -387,7 +386,7 @@ def test_the_counted_floor_is_the_set_of_outputs_a_mask_changes() -> None:
     clip, tubes = clip_of(8, 32), case_tubes(8, 32, 32)
     incremental = IncrementalModel(model, clip)
     index = torch.arange(len(tubes))
-    changed = _changed_bitmaps(incremental, tubes, index)[incremental.local[-1]][:, 0]
+    changed = changed_outputs(incremental, tubes, index)[incremental.local[-1]][:, 0]
     masks, differs = tubes.masks(index).unsqueeze(1), False
     for seed in (1, 2):  # two far-off random fills: a change cancelling by chance in both is out of reach
         with seeded(seed), torch.no_grad():

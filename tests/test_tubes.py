@@ -98,4 +98,3 @@ def test_a_stride_that_leaves_no_anchor_is_a_parameter_error():
     assert grid_anchors(16, 16, 31).shape == (1, 2)  # the first anchor at 15 still fits
     with pytest.raises(ParamsError, match="stride 32 leaves no anchor in a 16x16 frame"):
         grid_anchors(16, 16, 32)
-

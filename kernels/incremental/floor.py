@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from kernels.incremental.model import IncrementalModel
 from kernels.incremental.patches import window_padding
@@ -36,7 +36,7 @@ def flop_shares(incremental: IncrementalModel, tubes: TubeSet, batch_size: int =
     planned = floor = 0.0
     for index in torch.arange(len(tubes)).split(batch_size):
         plan = incremental.plan(tubes, index)
-        changed = _changed_bitmaps(incremental, tubes, index)
+        changed = changed_outputs(incremental, tubes, index)
         for position, node in enumerate(incremental.local):
             if node in convs:
                 floor += convs[node] * float(changed[node].sum())
@@ -53,7 +53,8 @@ def _positions(shape: tuple[int, ...]) -> int:
     return shape[1] * shape[2] * shape[3]
 
 
-def _changed_bitmaps(incremental: IncrementalModel, tubes: TubeSet, index: torch.Tensor) -> dict:
+def changed_outputs(incremental: IncrementalModel, tubes: TubeSet,
+                    index: torch.Tensor) -> dict[fx.Node, torch.Tensor]:
     """Per local node, a (B, 1, T, H, W) 0/1 map of the outputs that the masks numbered `index` change: a window
     op changes every output whose window reads a changed input (a max pool of the map), a merge the union."""
     prefix, changed = incremental.prefix, {}
