@@ -39,7 +39,7 @@ from engine.runtime.explain import choose_target
 from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from kernels.anchors import grid_anchors
 from kernels.incremental import NotIncremental, incremental_for
-from kernels.incremental.floor import flop_shares
+from kernels.incremental.shares import flop_shares
 from kernels.methods import ExplanationMethod, get_method
 from kernels.methods.occlusion_base import OcclusionMethod
 from kernels.scoring import ScoreFunction
@@ -331,8 +331,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
     lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
               for name, speedup in report["speedups"].items()]
-    lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; exactly "
-              f"the changed region would be {shares['floor']:.3f} (recomputing only what changes goes no lower)"
+    lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; each "
+              f"mask's exactly changed outputs are {shares['changed']:.3f} (the plan goes lower by sharing tiles)"
               for name, shares in report.get("flop_shares", {}).items()]
     return "\n".join(lines)
 

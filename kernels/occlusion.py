@@ -39,13 +39,15 @@ def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.
 
 def _incremental_scores(score: Callable[[torch.Tensor], torch.Tensor], incremental: IncrementalModel,
                         tubes: TubeSet, fill: Fill, index: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """occlusion_scores through an IncrementalModel: one geometry plan per batch of masks, reused by every draw."""
+    """occlusion_scores through an IncrementalModel: geometry plans of as many masks as their patches' memory
+    allows (`incremental.plans`: masks of a plan share tiles), each reused by every draw; the layers past a plan's
+    cut run `batch_size` masks at a time."""
     if not isinstance(score, ScoreFunction):
         raise TypeError(f"incremental occlusion needs a ScoreFunction (target and kind), got {type(score).__name__}")
     results = []
-    for chunk in index.split(batch_size):
-        plan = incremental.plan(tubes, chunk)
-        total = sum(target_scores(incremental.logits(plan, value), score.target, score.kind) for value in fill.draws)
+    for _, plan in incremental.plans(tubes, index):
+        total = sum(target_scores(incremental.logits(plan, value, batch_size), score.target, score.kind)
+                    for value in fill.draws)
         results.append(total / len(fill.draws))
     return torch.cat(results) if results else torch.zeros(0, device=incremental.clip.device)
 

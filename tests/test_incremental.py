@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import warnings
 
 import pytest
@@ -20,7 +21,7 @@ from torch import nn
 
 from kernels.fills import make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
-from kernels.incremental.floor import changed_outputs, flop_shares
+from kernels.incremental.shares import changed_outputs, flop_shares
 from kernels.incremental.patches import Activation
 from kernels.methods import get_method
 from kernels.methods.aosa import adaptive_tubes
@@ -314,6 +315,92 @@ def test_far_apart_tubes_keep_their_own_tiles() -> None:
     assert first.index.shape[0] == 12 * 4 and first.size == (2, 4, 4)
 
 
+class Reaches(nn.Module):
+    """Branches of different receptive fields (strided, dilated, factorised, average pooled) concatenated and
+    added, with smooth activations so that every input in a receptive field has a non-zero gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(3, 4, (3, 5, 5), (1, 2, 2), (1, 2, 2))
+        self.dilated = nn.Conv3d(4, 4, 3, 1, 2, dilation=2)
+        self.spatial = nn.Conv3d(4, 4, (1, 3, 3), 1, (0, 1, 1))
+        self.average = nn.AvgPool3d(3, 1, 1)
+        self.temporal = nn.Conv3d(8, 4, (3, 1, 1), (2, 1, 1), (1, 0, 0))
+        self.down = nn.Conv3d(4, 4, 1, (2, 1, 1))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.stem(x))
+        y = torch.cat([torch.sigmoid(self.dilated(x)), self.average(self.spatial(x))], dim=1)
+        return self.head((self.temporal(y) + self.down(x)).mean((2, 3, 4)))
+
+
+def test_reach_is_the_receptive_field() -> None:
+    """Each local node's reach is exactly the input region its central output's gradient touches (float64, random
+    weights: no gradient inside the field cancels)."""
+    model = build(Reaches).double()
+    clip = clip_of(16, 48).double()
+    incremental = IncrementalModel(model, clip)
+    graph_module = torch.fx.GraphModule(model, incremental.prefix.nodes[0].graph)
+    for node in incremental.local[1:]:
+        values = {}
+        interpreter = torch.fx.Interpreter(graph_module)
+        original = interpreter.run_node
+
+        def keep(n: torch.fx.Node, original=original) -> object:
+            values[n] = original(n)
+            return values[n]
+        interpreter.run_node = keep
+        leaf = clip[None].clone().requires_grad_(True)
+        interpreter.run(leaf)
+        out = values[node]
+        centre = [size // 2 for size in out.shape[2:]]
+        out[0, :, centre[0], centre[1], centre[2]].sum().backward()
+        support = leaf.grad[0].abs().sum(0).nonzero()
+        reach = incremental.reach[node]
+        low = [c * s - lo for c, s, lo in zip(centre, reach.scale, reach.low)]
+        high = [c * s + hi for c, s, hi in zip(centre, reach.scale, reach.high)]
+        assert support.amin(0).tolist() == low and support.amax(0).tolist() == high, node
+
+
+def test_masks_that_meet_a_tile_with_the_same_tubes_share_it() -> None:
+    """A tube in three masks whose other tubes are far away is computed once near it; a partner close enough to
+    reach its tiles' fields stops the sharing (exactness would catch a wrong share: the partner's fill is far
+    from the clip)."""
+    frames, size = 8, 48
+    still = lambda y0, x0: torch.tensor([y0, y0 + 6, x0, x0 + 6]).expand(frames, 4)  # noqa: E731
+    boxes = torch.stack([still(2, 2), still(40, 40), still(2, 40), still(2, 10)])  # A, far B, far C, near D
+    groups = torch.tensor([[0, 0], [0, 1], [0, 2], [1, 2], [0, 3]])
+    tubes = TubeSet(boxes, groups, size, size)
+    model, clip = build(Reaches), clip_of(frames, size)
+    incremental = IncrementalModel(model, clip, dense_fraction=1.0)
+    plan = incremental.plan(tubes, torch.arange(len(tubes)))
+    stem = plan.tiles[incremental.local[1]]
+    assert stem.area < len(stem.index) * math.prod(stem.size)  # shared: computed once
+    near_a = (stem.index[:, 2] < 8) & (stem.index[:, 3] < 8)
+    slots = {int(mask): set(stem.slot[near_a & (stem.index[:, 0] == mask)].tolist()) for mask in range(5)}
+    assert slots[0] == slots[1] == slots[2] != slots[4]  # D meets the stem fields of A's tiles: mask 4 is its own
+    dense, fast = scores(model, clip, tubes, "zero", batch_size=2, dense_fraction=1.0)
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+def test_plans_split_to_fit_their_patch_memory() -> None:
+    """A budget below one plan's patches splits the masks into plans that fit, in order, with the same scores."""
+    model, clip, tubes = build(LocalZoo), clip_of(8, 32), case_tubes(8, 32, 32)
+    index = torch.arange(len(tubes))
+    whole = IncrementalModel(model, clip)
+    [(masks, plan)] = list(whole.plans(tubes, index))
+    assert torch.equal(masks, index)
+    tight = IncrementalModel(model, clip, plan_bytes=plan.patch_bytes // 3)
+    parts = list(tight.plans(tubes, index))
+    assert len(parts) >= 3 and torch.equal(torch.cat([masks for masks, _ in parts]), index)
+    assert all(part.patch_bytes <= tight.plan_bytes for masks, part in parts if len(masks) > 1)
+    fill = make_fill("zero", clip, InputSpace())
+    score = ScoreFunction(model, target=1)
+    one, split = (occlusion_scores(score, clip, tubes, fill, incremental=fast) for fast in (whole, tight))
+    assert (one - split).abs().max() <= 1e-6
+
+
 def test_aosa_maps_agree_incremental_and_dense(device: torch.device) -> None:
     """The method-level path (MethodParams.incremental); OSA differs from AOSA only in its tubes."""
     params = MethodParams(stride=8, mask=12, top_k=3, batch_size=16, fill="conditional", samples=2)
@@ -376,9 +463,9 @@ def test_cuda_map_equals_the_cpu_map(mode: str, fp32_cuda: None) -> None:
     assert (cuda - cpu).abs().max() <= 1e-3 * cpu.abs().max()
 
 
-def test_the_counted_floor_is_the_set_of_outputs_a_mask_changes() -> None:
-    """Through convs (strided, dilated) and an average pool, the floor's changed map is exactly where the
-    occluded clip's activations differ from the clean ones; the plan's tiles cover at least that."""
+def test_the_counted_changed_outputs_are_where_a_mask_changes_activations() -> None:
+    """Through convs (strided, dilated) and an average pool, the counted changed map is exactly where the
+    occluded clip's activations differ from the clean ones; unshared, the plan's tiles cover at least that."""
     with seeded(0):
         local = nn.Sequential(nn.Conv3d(3, 4, (3, 5, 5), (1, 2, 2), (1, 2, 2)), nn.Conv3d(4, 4, 3, 1, 2, dilation=2),
                               nn.AvgPool3d(3, 1, 1), nn.Conv3d(4, 4, (3, 1, 1), (2, 1, 1), (1, 0, 0)))
@@ -393,5 +480,7 @@ def test_the_counted_floor_is_the_set_of_outputs_a_mask_changes() -> None:
             occluded = torch.where(masks, 100 * torch.randn(3, 8, 32, 32), clip)
             differs = differs | ((local(occluded) - local(clip[None])).abs() > 1e-3).any(1)  # rounding is ~1e-6
     assert torch.equal(changed.bool(), differs)
-    shares = flop_shares(incremental, tubes, batch_size=3)
-    assert 0 < shares.floor <= shares.planned <= 1
+    unshared = IncrementalModel(model, clip, plan_bytes=1)  # one mask a plan
+    shares = flop_shares(unshared, tubes, batch_size=3)
+    assert 0 < shares.changed <= shares.planned <= 1
+    assert flop_shares(incremental, tubes).planned < shares.planned  # the masks share tubes 0, 1, 2, 4, 7, 9, 10

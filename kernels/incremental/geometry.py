@@ -4,12 +4,16 @@ Boxes are int64 [y0, y1, x0, x1) rows shaped (B, G, T, 4), empty as [0, 0, 0, 0]
 box through the layers (a temporal kernel takes the bounding box of the tube over its frames), so far-apart
 tubes of one mask stay apart; tiles are the cells of a fixed grid that the boxes meet, so boxes that overlap
 merge into shared cells and nothing is computed twice.
+Masks of a batch share tiles too: a tile's values depend only on the occluded input in its receptive field,
+so two masks whose tubes meet that field identically (AOSA's masks share tubes: a tube is in its own mask and
+in those that chose it as a partner) compute the tile once.
 Geometry depends on boxes alone, never on data: it is planned on the CPU once per batch of masks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -20,14 +24,89 @@ FAR = 1 << 40  # beyond any coordinate
 
 @dataclass(frozen=True)
 class Tiles:
-    """`index` (P, 4) int64 rows (mask, t0, y0, x0) of P tiles of `size` (t, h, w) at one layer's resolution."""
+    """`index` (P, 4) int64 rows (mask, t0, y0, x0) of P tiles of `size` (t, h, w) at one layer's resolution.
+    Shared tiles: `keep` (U,) the tiles that are computed, `slot` (P,) which of those holds each tile's values."""
 
     index: torch.Tensor
     size: tuple[int, int, int]
+    keep: torch.Tensor | None = None
+    slot: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep is None:  # unshared: every tile is computed, into its own slot
+            every = torch.arange(len(self.index), device=self.index.device)
+            object.__setattr__(self, "keep", every)
+            object.__setattr__(self, "slot", every)
+
+    @cached_property
+    def computed(self) -> Tiles:
+        """The tiles whose values are computed, in slot order."""
+        return Tiles(self.index[self.keep], self.size)
 
     @property
     def area(self) -> int:
-        return self.index.shape[0] * self.size[0] * self.size[1] * self.size[2]
+        """Positions computed: what the layer costs."""
+        return self.keep.shape[0] * self.size[0] * self.size[1] * self.size[2]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Per axis (T, H, W): outputs [a, b) of a node read the model's input on [a * scale - low, (b-1) * scale +
+    high + 1), over every path from the input (the receptive field, for any tile)."""
+
+    scale: tuple[int, int, int]
+    low: tuple[int, int, int]
+    high: tuple[int, int, int]
+
+
+INPUT_REACH = Reach((1, 1, 1), (0, 0, 0), (0, 0, 0))
+
+
+def reach_through_window(reach: Reach, window: Window) -> Reach:
+    """The reach of a conv/pool's output from its input's."""
+    return Reach(tuple(s * scale for s, scale in zip(window.stride, reach.scale)),
+                 tuple(p * scale + low for p, scale, low in zip(window.padding, reach.scale, reach.low)),
+                 tuple(((k - 1) * d - p) * scale + high for k, d, p, scale, high in
+                       zip(window.kernel, window.dilation, window.padding, reach.scale, reach.high)))
+
+
+def reach_of_merge(parts: list[Reach | None]) -> Reach | None:
+    """The reach of an add/concat: the widest of its inputs'; None (no sharing) where their scales differ."""
+    if any(part is None for part in parts) or len({part.scale for part in parts}) != 1:
+        return None
+    return Reach(parts[0].scale, tuple(map(max, *(part.low for part in parts))),
+                 tuple(map(max, *(part.high for part in parts))))
+
+
+def shared(tiles: Tiles, reach: Reach | None, boxes: torch.Tensor, tubes: torch.Tensor, chunk: int = 8192) -> Tiles:
+    """`tiles` with sharing: tiles at one place whose receptive fields meet the same tubes (ids `tubes` (B, G),
+    boxes (B, G, T, 4) of the input) compute once. Exact for one fill per batch: a tile's values are a function
+    of the occluded input in its receptive field, which is the clip with the tubes that meet the field filled."""
+    if reach is None or not len(tiles.index):
+        return Tiles(tiles.index, tiles.size)
+    frames = torch.arange(boxes.shape[2])
+    keys = []
+    for part in tiles.index.split(chunk):
+        mask, origin = part[:, 0], part[:, 1:]
+        low = origin * torch.tensor(reach.scale) - torch.tensor(reach.low)  # (p, 3) first input position read
+        high = (origin + torch.tensor(tiles.size) - 1) * torch.tensor(reach.scale) + torch.tensor(reach.high) + 1
+        member = boxes[mask]  # (p, G, T, 4)
+        in_frames = (frames >= low[:, None, None, 0]) & (frames < high[:, None, None, 0])  # (p, 1, T)
+        meets = (present(member) & in_frames & (member[..., 0] < high[:, None, None, 1])
+                 & (member[..., 1] > low[:, None, None, 1]) & (member[..., 2] < high[:, None, None, 2])
+                 & (member[..., 3] > low[:, None, None, 2])).any(-1)  # (p, G)
+        met = torch.where(meets, tubes[mask], -1).sort(dim=1).values
+        repeated = torch.cat([torch.zeros_like(met[:, :1], dtype=torch.bool), met[:, 1:] == met[:, :-1]], dim=1)
+        met = torch.where(repeated, -1, met).sort(dim=1).values  # a set: a tube listed twice is met once
+        keys.append(torch.cat([origin, met], dim=1))
+    _, slot = torch.unique(torch.cat(keys), dim=0, return_inverse=True)
+    count = int(slot.max()) + 1
+    first = torch.full((count,), len(slot), dtype=torch.int64).scatter_reduce(
+        0, slot, torch.arange(len(slot)), "amin")
+    order = torch.argsort(first)  # computed tiles in the order of their first use: batch order, as before
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(count)
+    return Tiles(tiles.index, tiles.size, first[order], rank[slot])
 
 
 def present(boxes: torch.Tensor) -> torch.Tensor:

@@ -26,19 +26,19 @@ def to_rows(activation: torch.Tensor) -> torch.Tensor:
 
 
 class CleanTable:
-    """One layer's row table of one clip, [clean rows | zero row | -inf row | a batch's tile rows], in one buffer
-    kept for every batch: each batch overwrites the tile rows, so the clean rows are never copied again."""
+    """One layer's clean rows of one clip with a zero row and a -inf row after them: the start of every batch's
+    row table [clean rows | zero row | -inf row | tile rows]."""
 
     def __init__(self, clean: torch.Tensor, shape: tuple[int, int, int]) -> None:
         self.shape = shape  # (T, H, W)
         self.positions = clean.shape[0]
-        self.buffer = torch.cat([clean, torch.zeros(2, clean.shape[1], dtype=clean.dtype, device=clean.device)])
-        self.buffer[self.positions + 1] = -torch.inf
+        self.rows = torch.cat([clean, torch.zeros(2, clean.shape[1], dtype=clean.dtype, device=clean.device)])
+        self.rows[self.positions + 1] = -torch.inf
         self.base = torch.arange(self.positions, dtype=torch.int32, device=clean.device)
 
     @property
     def clean(self) -> torch.Tensor:
-        return self.buffer[:self.positions]
+        return self.rows[:self.positions]
 
     @property
     def zero_row(self) -> int:
@@ -53,17 +53,14 @@ class CleanTable:
         return self.positions + 2
 
     def with_tiles(self, values: torch.Tensor) -> torch.Tensor:
-        """The table with a batch's patch values (P, C, t, h, w) as its tile rows, in (tile, frame, y, x) order;
-        valid until the next call (the buffer grows when a batch has more tile rows than any before)."""
-        count, channels = math.prod(values.shape[:1] + values.shape[2:]), values.shape[1]
-        end = self.first_tile_row + count
-        if self.buffer.shape[0] < end:
-            grown = self.buffer.new_empty(end + end // 4, channels)
-            grown[:self.first_tile_row] = self.buffer[:self.first_tile_row]
-            self.buffer = grown
-        self.buffer[self.first_tile_row:end].view(values.shape[0], *values.shape[2:], channels).copy_(
+        """A batch's table: these rows, then its patch values (U, C, t, h, w) as tile rows in (tile, frame, y, x)
+        order. Its own buffer, freed with the batch's activation: a plan's tiles may be many times a clip."""
+        channels = values.shape[1]
+        table = self.rows.new_empty(self.first_tile_row + math.prod(values.shape[:1] + values.shape[2:]), channels)
+        table[:self.first_tile_row] = self.rows
+        table[self.first_tile_row:].view(values.shape[0], *values.shape[2:], channels).copy_(
             values.permute(0, 2, 3, 4, 1))
-        return self.buffer[:end]
+        return table
 
 
 def window_spans(size: tuple[int, int, int], window: Window) -> list[int]:
@@ -96,7 +93,8 @@ def window_padding(window: Window, shape: tuple[int, int, int], out_shape: tuple
 
 
 class Activation:
-    """A prefix node's output for B masks: `values` (P, C, t, h, w) on `tiles`, the clean rows elsewhere."""
+    """A prefix node's output for B masks: `values` (U, C, t, h, w) of `tiles.computed`, placed on every tile of
+    `tiles` that shares them; the clean rows elsewhere."""
 
     def __init__(self, clean: CleanTable | None, tiles: Tiles, values: torch.Tensor, count: int) -> None:
         self.clean, self.tiles, self.values, self.count = clean, tiles, values, count
@@ -104,9 +102,12 @@ class Activation:
         self._grids: dict[tuple[Padding, int], torch.Tensor] = {}
 
     def table(self) -> torch.Tensor:
-        """Row table [clean | zero | -inf | this batch's tile rows]."""
+        """Row table [clean | zero | -inf | this batch's tile rows]; the values become a view of its tile rows (one
+        copy of the patches in memory, channels-last as the convolutions read them)."""
         if self._table is None:
             self._table = self.clean.with_tiles(self.values)
+            shape = (self.values.shape[0], *self.values.shape[2:], self.values.shape[1])
+            self.values = self._table[self.clean.first_tile_row:].view(shape).permute(0, 4, 1, 2, 3)
         return self._table
 
     def grid(self, padding: Padding, pad_row: int) -> torch.Tensor:
@@ -118,9 +119,11 @@ class Activation:
             size = [n + low + high for n, (low, high) in zip(self.clean.shape, padding)]
             grid = torch.full((self.count, *size), pad_row, dtype=torch.int32, device=self.values.device)
             grid[:, pt:pt + frames, py:py + height, px:px + width] = self.clean.base.view(frames, height, width)
-            positions = tile_positions(self.tiles, tuple(size), (pt, py, px)).flatten()
-            grid.view(-1)[positions] = torch.arange(positions.numel(), dtype=torch.int32,
-                                                    device=grid.device) + self.clean.first_tile_row
+            positions = tile_positions(self.tiles, tuple(size), (pt, py, px))  # (P, t, h, w)
+            cell = math.prod(self.tiles.size)
+            rows = (self.tiles.slot.to(torch.int32)[:, None] * cell + self.clean.first_tile_row
+                    + torch.arange(cell, dtype=torch.int32, device=grid.device))  # shared tiles: their slot's rows
+            grid.view(-1)[positions.flatten()] = rows.flatten()
             self._grids[key] = grid
         return self._grids[key]
 
@@ -159,14 +162,15 @@ class Activation:
         return out
 
     def at(self, tiles: Tiles) -> torch.Tensor:
-        """Values (P, C, t, h, w) on other tiles of the same resolution (gathered unless they are its own)."""
+        """Values (U, C, t, h, w) on the computed tiles of other tiles of the same resolution (gathered unless they
+        are its own)."""
         if tiles is self.tiles:
             return self.values
-        return self.windows(tiles, UNIT, 0.0, self.clean.shape)
+        return self.windows(tiles.computed, UNIT, 0.0, self.clean.shape)
 
-    def dense(self) -> torch.Tensor:
-        """The whole batch (B, C, T, H, W), channels-last: clean broadcast with each mask's tiles pasted."""
-        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row)
+    def dense(self, masks: slice = slice(None)) -> torch.Tensor:
+        """The `masks` of the batch (b, C, T, H, W), channels-last: clean broadcast with each mask's tiles pasted."""
+        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row)[masks]
         table = self.table()
         return table.index_select(0, grid.view(-1)).view(*grid.shape, table.shape[1]).permute(0, 4, 1, 2, 3)
 

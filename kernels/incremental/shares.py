@@ -1,6 +1,7 @@
-"""What incremental occlusion can save on a clip, counted rather than timed: the share of the dense flops that
-the plan computes, and the share that recomputing only what changes cannot go below (each local convolution on
-exactly the positions a mask changes, everything after the local prefix dense)."""
+"""What incremental occlusion saves on a clip, counted rather than timed: the share of the dense flops that the
+plan computes, and the share of each mask's exactly changed outputs (each local convolution on exactly the
+positions a mask changes, everything after the local prefix dense). Sharing tiles between the masks of a plan
+lets the plan go below the second: that one counts every mask on its own."""
 
 from __future__ import annotations
 
@@ -17,35 +18,34 @@ from kernels.tubes import TubeSet
 
 @dataclass(frozen=True)
 class FlopShares:
-    """Flops over the same masks' dense flops: `planned` by the incremental plan, `floor` by the exact changed
-    region (pixel bitmaps pushed through each local layer)."""
+    """Flops over the same masks' dense flops: `planned` by the incremental plan, `changed` by each mask's exactly
+    changed outputs (pixel bitmaps pushed through each local layer), counted per mask."""
 
     planned: float
-    floor: float
+    changed: float
 
 
 @torch.no_grad()
 def flop_shares(incremental: IncrementalModel, tubes: TubeSet, batch_size: int = 16) -> FlopShares:
-    """Count both shares over every mask of `tubes`, one batch of masks at a time (convolutions only: the flops
-    FlopCounterMode counts in the prefix)."""
+    """Count both shares over every mask of `tubes`: planned as the scorer plans (`incremental.plans`), changed bitmaps `batch_size` masks at a time (convolutions only: the flops FlopCounterMode counts
+    in the prefix)."""
     prefix, module = incremental.prefix, incremental.module
     convs = {node: module.get_submodule(node.target).weight.numel() * 2 for node in incremental.local
              if node.op == "call_module" and isinstance(module.get_submodule(node.target), nn.Conv3d)}
     dense_prefix = sum(flops * _positions(prefix.shapes[node]) for node, flops in convs.items())
     suffix = prefix.total_flops - dense_prefix
-    planned = floor = 0.0
-    for index in torch.arange(len(tubes)).split(batch_size):
-        plan = incremental.plan(tubes, index)
-        changed = changed_outputs(incremental, tubes, index)
+    masks = torch.arange(len(tubes))
+    planned = changed = suffix * len(tubes)
+    for index, plan in incremental.plans(tubes, masks):
         for position, node in enumerate(incremental.local):
             if node in convs:
-                floor += convs[node] * float(changed[node].sum())
                 tiles = plan.tiles[node].area if position < plan.cut else len(index) * _positions(prefix.shapes[node])
                 planned += convs[node] * tiles
-        planned += suffix * len(index)
-        floor += suffix * len(index)
+    for index in masks.split(batch_size):
+        bitmaps = changed_outputs(incremental, tubes, index)
+        changed += sum(flops * float(bitmaps[node].sum()) for node, flops in convs.items())
     dense = prefix.total_flops * len(tubes)
-    return FlopShares(planned / dense, floor / dense)
+    return FlopShares(planned / dense, changed / dense)
 
 
 def _positions(shape: tuple[int, ...]) -> int:
