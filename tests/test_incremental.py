@@ -223,6 +223,48 @@ def test_x3d_prefix_ends_at_the_first_squeeze_excitation() -> None:
     assert (dense - fast).abs().max() <= TOLERANCE
 
 
+def narrow_slowfast() -> nn.Module:
+    """PyTorchVideo's SlowFast (R18 pathways, 16 and 2 stem channels) on one 16-frame 64 px clip."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slowfast = pytest.importorskip("pytorchvideo.models.slowfast")
+    from engine.models.video.slowfast_x3d import SlowFastClip
+    net = slowfast.create_slowfast(model_depth=18, model_num_class=5, stem_dim_outs=(16, 2),
+                                   head_pool_kernel_sizes=((4, 2, 2), (16, 2, 2)))
+    return SlowFastClip(net.blocks)
+
+
+@pytest.mark.parametrize("fill_kind", ["mean", "conditional"])
+def test_slowfast_pathways_and_their_fusions_are_one_incremental_prefix(fill_kind: str) -> None:
+    """The slow pathway's frame selection, both pathways and the fast-to-slow fusions are local: the prefix ends in
+    the head, and the scores are the dense ones."""
+    model, clip = build(narrow_slowfast), clip_of(16, 64)
+    incremental = IncrementalModel(model, clip)
+    assert [incremental.frames[node].tolist() for node in incremental.frames] == [[0, 5, 10, 15]]
+    assert incremental.prefix_fraction > 0.99
+    dense, fast = scores(model, clip, case_tubes(16, 64, 64), fill_kind)
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+class Doubled(nn.Module):
+    """Claims to keep every other frame, and doubles them too."""
+
+    def frame_index(self, frames: int) -> torch.Tensor:
+        return torch.arange(0, frames, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x[:, :, ::2]
+
+
+def test_a_frame_selection_that_does_more_ends_the_prefix() -> None:
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), Doubled(), nn.Conv3d(4, 4, 3), nn.Flatten(),
+                          nn.LazyLinear(2))
+    clip = clip_of(8, 16)
+    model(clip[None])
+    incremental = IncrementalModel(model.eval(), clip)
+    assert len(incremental.local) == 2 and not incremental.frames and incremental.prefix.stop.startswith("1 (Doubled)")
+
+
 class AttentionAfterEmbedding(nn.Module):
     """An MViT-like model: a conv patch embedding (local), then attention and an MLP over tokens (not local)."""
 

@@ -50,7 +50,10 @@ class IncrementalModel:
             inputs = [self.reach[source] for source in op.inputs]
             self.reach[node] = (INPUT_REACH if op.kind == "input" else inputs[0] if op.kind == "pointwise"
                                 else reach_of_merge(inputs) if op.kind == "merge"
+                                else None if op.kind == "frames"  # not affine in time: no sharing after it
                                 else inputs[0] and reach_through_window(inputs[0], op.window))
+        self.frames = {node: op.select(self.prefix.shapes[op.inputs[0]][1]) for node, op in self.prefix.ops.items()
+                       if op.kind == "frames"}  # the input frames each frame-selecting node keeps
         position = {node: index for index, node in enumerate(self.local)}
         self.expiry: dict[int, list[fx.Node]] = {}  # position of a node's last local reader -> the node
         for node in self.local:
@@ -110,6 +113,8 @@ class IncrementalModel:
             changed = boxes
         elif op.kind == "window":
             changed = through_window(geometry[op.inputs[0]], op.window, shape)
+        elif op.kind == "frames":
+            changed = geometry[op.inputs[0]][:, :, self.frames[node]]
         else:
             changed = union([geometry[source] for source in op.inputs])
         placed = tiles_of(changed, shape, self.cell)
@@ -153,6 +158,8 @@ class IncrementalModel:
             elif op.kind == "window":
                 values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad, prefix.shapes[node][1:],
                                                         self.window_bytes)
+            elif op.kind == "frames":
+                values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
             else:
                 values = op.run(*[acts[source].at(tiles) for source in op.inputs])
             acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count)

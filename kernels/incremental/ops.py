@@ -32,14 +32,16 @@ UNIT = Window((1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1))
 
 @dataclass(frozen=True)
 class LocalOp:
-    """`kind` pointwise (one input, same shape), window (conv/pool) or merge (add/cat of several inputs);
-    `run` applies it to patch tensors (P, C, t, h, w), windows gathered with padding `pad` already in place."""
+    """`kind` pointwise (one input, same shape), window (conv/pool), frames (keeps the input frames `select(T)`
+    lists, as SlowFast's slow pathway) or merge (add/cat of several inputs); `run` applies it to patch tensors
+    (P, C, t, h, w), windows gathered with padding `pad` already in place."""
 
     kind: str
     run: Callable[..., torch.Tensor]
     inputs: tuple[fx.Node, ...]
     window: Window = UNIT
     pad: float = 0.0
+    select: Callable[[int], torch.Tensor] | None = None
 
 
 POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
@@ -86,6 +88,11 @@ def _pool(module: nn.Module) -> LocalOp | None:
     return LocalOp("window", lambda x: F.avg_pool3d(x, kernel, stride, 0), (), window)
 
 
+def selects_frames(module: nn.Module) -> bool:
+    """A module that keeps some frames of its input and nothing else, listing them by `frame_index(T)`."""
+    return callable(getattr(module, "frame_index", None))
+
+
 def _unchanged(module: nn.Module, *bases: type[nn.Module]) -> bool:
     """`module` is one of `bases` and keeps its forward (a subclass may compute something else)."""
     return any(isinstance(module, base) and type(module).forward is base.forward for base in bases)
@@ -93,6 +100,8 @@ def _unchanged(module: nn.Module, *bases: type[nn.Module]) -> bool:
 
 def _module_op(module: nn.Module) -> LocalOp | None:
     """The LocalOp of a leaf module, None if it is not local (unknown, training-mode BN or dropout)."""
+    if selects_frames(module):
+        return LocalOp("frames", lambda x: x, (), select=module.frame_index)
     if _unchanged(module, nn.Conv3d):
         return _conv(module)
     if _unchanged(module, nn.MaxPool3d, nn.AvgPool3d):
@@ -137,7 +146,7 @@ def classify(node: fx.Node, root: nn.Module, local: set[fx.Node]) -> LocalOp | N
     if node.op == "call_module":
         op = _module_op(root.get_submodule(node.target))
         ok = op is not None and len(args) == 1 and not node.kwargs and args[0] in local
-        return LocalOp(op.kind, op.run, (args[0],), op.window, op.pad) if ok else None
+        return LocalOp(op.kind, op.run, (args[0],), op.window, op.pad, op.select) if ok else None
     if node.op == "call_function" and node.target is torch.cat:
         return _cat(node, local)
     if node.op == "call_function" and node.target in ARITHMETIC and not node.kwargs:
@@ -166,7 +175,15 @@ class _Tracer(fx.Tracer):
     """symbolic_trace, keeping conv/pool/norm/activation subclasses (torchvision's Conv3DSimple) as leaves."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, LEAF_TYPES) or super().is_leaf_module(module, qualified_name)
+        return (isinstance(module, LEAF_TYPES) or selects_frames(module)
+                or super().is_leaf_module(module, qualified_name))
+
+    def call_module(self, module: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        """An nn.Identity passes its input through untraced (it may hold a list: SlowFast's last fusion)."""
+        if type(module) is nn.Identity and len(args) == 1 and not kwargs:
+            return args[0]
+        return super().call_module(module, forward, args, kwargs)
 
 
 _TRACED: WeakKeyDictionary[nn.Module, fx.Graph | NotIncremental] = WeakKeyDictionary()

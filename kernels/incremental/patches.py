@@ -161,6 +161,21 @@ class Activation:
             out[start:start + len(values)] = values
         return out
 
+    def frames(self, tiles: Tiles, index: torch.Tensor) -> torch.Tensor:
+        """Values (P, C, t, h, w) of `tiles` of a frame selection: tile frame k reads this activation's frame
+        index[k] (one gather of positions, one of rows)."""
+        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row)
+        _, frames, height, width = grid.shape
+        mask, t0, y0, x0 = tiles.index.unbind(1)
+        device = grid.device
+        kept = index[t0[:, None] + torch.arange(tiles.size[0], device=device)]  # (P, t)
+        rows = ((mask[:, None] * frames + kept) * height)[:, :, None] + y0[:, None, None] + torch.arange(
+            tiles.size[1], device=device)  # (P, t, h)
+        flat = (rows * width)[..., None] + x0[:, None, None, None] + torch.arange(tiles.size[2], device=device)
+        table = self.table()
+        values = table.index_select(0, grid.view(-1).index_select(0, flat.flatten()))
+        return values.view(len(mask), *tiles.size, table.shape[1]).permute(0, 4, 1, 2, 3)
+
     def at(self, tiles: Tiles) -> torch.Tensor:
         """Values (U, C, t, h, w) on the computed tiles of other tiles of the same resolution (gathered unless they
         are its own)."""

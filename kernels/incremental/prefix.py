@@ -55,6 +55,9 @@ def _keeps_shape(op: LocalOp, value: Any, env: dict[fx.Node, Any]) -> bool:
         return inputs[0].shape == value.shape
     if op.kind == "merge":
         return all(x.shape[0] == 1 and x.shape[2:] == value.shape[2:] for x in inputs)
+    if op.kind == "frames":  # it keeps the frames it lists and does nothing else
+        kept = inputs[0].index_select(2, op.select(inputs[0].shape[2]).to(value.device))
+        return kept.shape == value.shape and torch.equal(kept, value)
     return True
 
 

@@ -64,6 +64,8 @@ def changed_outputs(incremental: IncrementalModel, tubes: TubeSet,
             changed[node] = tubes.masks(index).unsqueeze(1).float()
         elif op.kind == "pointwise":
             changed[node] = changed[op.inputs[0]]
+        elif op.kind == "frames":
+            changed[node] = changed[op.inputs[0]][:, :, incremental.frames[node]]
         elif op.kind == "window":
             source = changed[op.inputs[0]]
             pads = window_padding(op.window, tuple(source.shape[2:]), shape)

@@ -1,14 +1,15 @@
 """SlowFast and X3D built by PyTorchVideo, so their checkpoints (`{"model_state": ...}`) load key for key.
 
 PyTorchVideo is an optional extra (`pip install -e '.[families]'`) and is imported only when one is built.
-SlowFast takes [slow, fast] pathways; a forward pre-hook packs them from the engine's one (B, C, T, H, W) clip,
-so the module's state dict keeps PyTorchVideo's layout and every explanation method sees a single clip.
+SlowFast takes [slow, fast] pathways; SlowFastClip selects the slow frames from the engine's one (B, C, T, H, W)
+clip inside the model, with PyTorchVideo's state dict layout, so every explanation method sees a single clip and
+incremental occlusion can trace it (the frame selection is a module of its own).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -18,12 +19,35 @@ from engine.errors import ModelError
 SLOWFAST_ALPHA = 4  # frame-rate ratio of the fast to the slow pathway in SlowFast 8x8 R50
 
 
-def pack_pathways(module: nn.Module, args: tuple[Any, ...], alpha: int = SLOWFAST_ALPHA) -> tuple[list[Tensor]]:
-    """Forward pre-hook: a (B, C, T, H, W) clip -> ([slow, fast],), slow = T // alpha evenly spaced frames
-    (PyTorchVideo's PackPathway, applied on the batch's time axis)."""
-    fast = args[0]
-    frames = torch.linspace(0, fast.shape[2] - 1, fast.shape[2] // alpha, device=fast.device).long()
-    return ([fast.index_select(2, frames), fast],)
+class SlowFrames(nn.Module):
+    """The slow pathway's input: T // alpha evenly spaced frames of the clip (PyTorchVideo's PackPathway)."""
+
+    def __init__(self, alpha: int = SLOWFAST_ALPHA) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def frame_index(self, frames: int, device: torch.device | str | None = None) -> Tensor:
+        """Indices of the kept frames of a clip of `frames` frames."""
+        return torch.linspace(0, frames - 1, frames // self.alpha, device=device).long()
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return clip.index_select(2, self.frame_index(clip.shape[2], clip.device))
+
+
+class SlowFastClip(nn.Module):
+    """PyTorchVideo's SlowFast Net called on one clip: [slow frames, clip] through its `blocks` (the same state
+    dict keys as the Net it wraps)."""
+
+    def __init__(self, blocks: nn.ModuleList, alpha: int = SLOWFAST_ALPHA) -> None:
+        super().__init__()
+        self.slow_frames = SlowFrames(alpha)
+        self.blocks = blocks
+
+    def forward(self, clip: Tensor) -> Tensor:
+        x = [self.slow_frames(clip), clip]
+        for block in self.blocks:
+            x = block(x)
+        return x
 
 
 def _hub_builder(name: str) -> Callable[..., nn.Module]:
@@ -38,10 +62,8 @@ def _hub_builder(name: str) -> Callable[..., nn.Module]:
 
 
 def slowfast_r50(num_classes: int = 400) -> nn.Module:
-    """SlowFast 8x8 R50 with random weights, taking the 32-frame fast clip alone (slow frames packed by a hook)."""
-    module = _hub_builder("slowfast_r50")(pretrained=False, model_num_class=num_classes)
-    module.register_forward_pre_hook(pack_pathways)
-    return module
+    """SlowFast 8x8 R50 with random weights, taking the 32-frame fast clip alone (SlowFastClip)."""
+    return SlowFastClip(_hub_builder("slowfast_r50")(pretrained=False, model_num_class=num_classes).blocks)
 
 
 def x3d(name: str, num_classes: int = 400) -> nn.Module:
