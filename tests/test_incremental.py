@@ -399,7 +399,7 @@ def test_reach_is_the_receptive_field() -> None:
         centre = [size // 2 for size in out.shape[2:]]
         out[0, :, centre[0], centre[1], centre[2]].sum().backward()
         support = leaf.grad[0].abs().sum(0).nonzero()
-        reach = incremental.reach[node]
+        reach = incremental.planner.reach[node]
         low = [c * s - lo for c, s, lo in zip(centre, reach.scale, reach.low)]
         high = [c * s + hi for c, s, hi in zip(centre, reach.scale, reach.high)]
         assert support.amin(0).tolist() == low and support.amax(0).tolist() == high, node
@@ -436,7 +436,7 @@ def test_plans_split_to_fit_their_patch_memory() -> None:
     tight = IncrementalModel(model, clip, plan_bytes=plan.patch_bytes // 3)
     parts = list(tight.plans(tubes, index))
     assert len(parts) >= 3 and torch.equal(torch.cat([masks for masks, _ in parts]), index)
-    assert all(part.patch_bytes <= tight.plan_bytes for masks, part in parts if len(masks) > 1)
+    assert all(part.patch_bytes <= tight.planner.plan_bytes for masks, part in parts if len(masks) > 1)
     fill = make_fill("zero", clip, InputSpace())
     score = ScoreFunction(model, target=1)
     one, split = (occlusion_scores(score, clip, tubes, fill, incremental=fast) for fast in (whole, tight))

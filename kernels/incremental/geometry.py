@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+from torch import fx
 
-from kernels.incremental.ops import Window
+from kernels.incremental.ops import LocalOp, Window
 
 FAR = 1 << 40  # beyond any coordinate
 
@@ -76,6 +77,18 @@ def reach_of_merge(parts: list[Reach | None]) -> Reach | None:
         return None
     return Reach(parts[0].scale, tuple(map(max, *(part.low for part in parts))),
                  tuple(map(max, *(part.high for part in parts))))
+
+
+def reaches(ops: dict[fx.Node, LocalOp]) -> dict[fx.Node, Reach | None]:
+    """The reach of every local node (in graph order); None after a frame selection, which is not affine in time
+    (its tiles and all that depend on them are not shared)."""
+    reach: dict[fx.Node, Reach | None] = {}
+    for node, op in ops.items():
+        inputs = [reach[source] for source in op.inputs]
+        reach[node] = (INPUT_REACH if op.kind == "input" else inputs[0] if op.kind == "pointwise"
+                       else reach_of_merge(inputs) if op.kind == "merge" else None if op.kind == "frames"
+                       else inputs[0] and reach_through_window(inputs[0], op.window))
+    return reach
 
 
 def shared(tiles: Tiles, reach: Reach | None, boxes: torch.Tensor, tubes: torch.Tensor, chunk: int = 8192) -> Tiles:
