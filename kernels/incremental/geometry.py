@@ -175,7 +175,9 @@ def tiles_of(boxes: torch.Tensor, shape: tuple[int, int, int], cell: tuple[int, 
     alive = present(boxes).unsqueeze(-1)
     in_rows = alive & (boxes[..., 0:1] < starts[1] + size[1]) & (boxes[..., 1:2] > starts[1])  # (B, G, T, rows)
     in_cols = alive & (boxes[..., 2:3] < starts[2] + size[2]) & (boxes[..., 3:4] > starts[2])
-    hit = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2)).any(1)  # (B, T, rows, cols)
+    hit = torch.zeros(*in_rows.shape[:1], *in_rows.shape[2:], in_cols.shape[-1], dtype=torch.bool)
+    for rows, cols in zip(in_rows.unbind(1), in_cols.unbind(1)):  # one tube at a time: no (B, G, T, ...) map
+        hit |= rows.unsqueeze(-1) & cols.unsqueeze(-2)  # (B, T, rows, cols)
     hit = hit[:, starts[0][:, None] + torch.arange(size[0])].any(2)  # (B, frame cells, rows, cols)
     mask, frame, row, col = hit.nonzero(as_tuple=True)
     return Tiles(torch.stack([mask, starts[0][frame], starts[1][row], starts[2][col]], dim=1), size)

@@ -72,8 +72,8 @@ class IncrementalModel:
                 shared = getattr(op.run, "inplace", False) and len(op.inputs[0].users) > 1
                 values = op.run(source.clone() if shared else source)
             elif op.kind == "window":
-                values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad, prefix.shapes[node][1:],
-                                                        self.window_bytes)
+                values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad,
+                                                        prefix.shapes[node][1:], self.window_bytes)
             elif op.kind == "frames":
                 values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
             else:
@@ -91,7 +91,7 @@ class IncrementalModel:
         logits = []
         for start in range(0, plan.count, batch_size):
             masks = slice(start, min(start + batch_size, plan.count))
-            env = {node: acts[node].dense(masks) for node in read}
+            env = {node: acts[node].dense(masks.start, masks.stop) for node in read}
             logits.append(self._suffix(plan.cut, env))
         acts.clear()
         return torch.cat(logits)

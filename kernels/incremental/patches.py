@@ -16,6 +16,7 @@ from kernels.incremental.geometry import Tiles
 from kernels.incremental.ops import UNIT, Window
 
 WINDOW_BYTES = 64 * 2 ** 20  # gathered windows held at once per layer: bounds the peak, big enough for fast convs
+GRID_BYTES = 16 * 2 ** 20  # int maps of positions into a row table held at once: a few masks' worth, never all N
 
 
 def to_rows(activation: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,7 @@ class Activation:
     def __init__(self, clean: CleanTable | None, tiles: Tiles, values: torch.Tensor, count: int) -> None:
         self.clean, self.tiles, self.values, self.count = clean, tiles, values, count
         self._table: torch.Tensor | None = None
-        self._grids: dict[tuple[Padding, int], torch.Tensor] = {}
+        self._grid: tuple[tuple[Padding, int, int, int], torch.Tensor] | None = None
 
     def table(self) -> torch.Tensor:
         """Row table [clean | zero | -inf | this batch's tile rows]; the values become a view of its tile rows (one
@@ -110,27 +111,32 @@ class Activation:
             self.values = self._table[self.clean.first_tile_row:].view(shape).permute(0, 4, 1, 2, 3)
         return self._table
 
-    def grid(self, padding: Padding, pad_row: int) -> torch.Tensor:
-        """Int32 map (B, T', H', W') of the padded activation into the row table: tile rows over clean rows,
-        `pad_row` in the padding."""
-        key = (padding, pad_row)
-        if key not in self._grids:
+    def grid(self, padding: Padding, pad_row: int, first: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Int32 map (stop - first, T', H', W') of masks [first, stop) of the padded activation into the row table:
+        tile rows over clean rows, `pad_row` in the padding (the last one built is kept)."""
+        stop = self.count if stop is None else stop
+        key = (padding, pad_row, first, stop)
+        if self._grid is None or self._grid[0] != key:
             (frames, height, width), (pt, py, px) = self.clean.shape, (low for low, _ in padding)
             size = [n + low + high for n, (low, high) in zip(self.clean.shape, padding)]
-            grid = torch.full((self.count, *size), pad_row, dtype=torch.int32, device=self.values.device)
+            grid = torch.full((stop - first, *size), pad_row, dtype=torch.int32, device=self.values.device)
             grid[:, pt:pt + frames, py:py + height, px:px + width] = self.clean.base.view(frames, height, width)
-            positions = tile_positions(self.tiles, tuple(size), (pt, py, px))  # (P, t, h, w)
+            low, high = torch.searchsorted(self.tiles.index[:, 0].contiguous(),
+                                           torch.tensor([first, stop], device=grid.device)).tolist()
+            index = self.tiles.index[low:high] - torch.tensor([first, 0, 0, 0], device=grid.device)
+            positions = tile_positions(Tiles(index, self.tiles.size), tuple(size), (pt, py, px))  # (P, t, h, w)
             cell = math.prod(self.tiles.size)
-            rows = (self.tiles.slot.to(torch.int32)[:, None] * cell + self.clean.first_tile_row
+            rows = (self.tiles.slot[low:high].to(torch.int32)[:, None] * cell + self.clean.first_tile_row
                     + torch.arange(cell, dtype=torch.int32, device=grid.device))  # shared tiles: their slot's rows
             grid.view(-1)[positions.flatten()] = rows.flatten()
-            self._grids[key] = grid
-        return self._grids[key]
+            self._grid = (key, grid)
+        return self._grid[1]
 
     def windows(self, tiles: Tiles, window: Window, pad: float, out_shape: tuple[int, int, int]) -> torch.Tensor:
-        """Input windows (P, C, t_in, h_in, w_in), channels-last, of a window op whose outputs are `tiles`,
-        padded with `pad` exactly where the dense layer pads: two int gathers and one gather of rows."""
-        grid = self.grid(window_padding(window, self.clean.shape, out_shape), self.clean.pad_row(pad))
+        """Input windows (P, C, t_in, h_in, w_in), channels-last, of a window op whose outputs are `tiles` (sorted by
+        mask), padded with `pad` exactly where the dense layer pads: two int gathers and one gather of rows."""
+        first, stop = (int(tiles.index[0, 0]), int(tiles.index[-1, 0]) + 1) if len(tiles.index) else (0, 0)
+        grid = self.grid(window_padding(window, self.clean.shape, out_shape), self.clean.pad_row(pad), first, stop)
         _, frames, height, width = grid.shape
         device = grid.device
         spans = window_spans(tiles.size, window)
@@ -138,38 +144,41 @@ class Activation:
         template = (template * width)[..., None] + torch.arange(spans[2], device=device)  # (t_in, h_in, w_in)
         mask, t0, y0, x0 = tiles.index.unbind(1)
         st, sy, sx = window.stride
-        corner = ((mask * frames + t0 * st) * height + y0 * sy) * width + x0 * sx  # window origin, padded grid
+        corner = (((mask - first) * frames + t0 * st) * height + y0 * sy) * width + x0 * sx  # window origin
         flat = (corner.to(torch.int32)[:, None] + template.to(torch.int32).flatten()).flatten()
         table = self.table()
         rows = table.index_select(0, grid.view(-1).index_select(0, flat))
         return rows.view(len(corner), *spans, table.shape[1]).permute(0, 4, 1, 2, 3)
 
     def run_windows(self, run: Callable[[torch.Tensor], torch.Tensor], tiles: Tiles, window: Window, pad: float,
-                    out_shape: tuple[int, int, int], budget: int) -> torch.Tensor:
-        """`run` (a conv or pool) on the windows of `tiles`, gathered a chunk of tiles at a time so that no more
-        than `budget` bytes of windows exist at once: a window reads its kernel's reach, several times a tile."""
+                    out_shape: tuple[int, int, int], budget: int = WINDOW_BYTES) -> torch.Tensor:
+        """`run` (a conv, pool or nothing) on the windows of `tiles`, gathered a chunk at a time: at most `budget`
+        bytes of windows (a window reads its kernel's reach, several times a tile) and GRID_BYTES of int maps
+        (the masks a chunk spans) exist at once."""
         size = math.prod(window_spans(tiles.size, window)) * self.values.shape[1] * self.values.element_size()
-        step = max(1, budget // size)
-        if len(tiles.index) <= step:
-            return run(self.windows(tiles, window, pad, out_shape))
-        out = None
-        for start in range(0, len(tiles.index), step):
-            part = Tiles(tiles.index[start:start + step], tiles.size)
-            values = run(self.windows(part, window, pad, out_shape))
-            if out is None:
-                out = values.new_empty(len(tiles.index), *values.shape[1:])
-            out[start:start + len(values)] = values
-        return out
+        grid_size = math.prod(n + low + high for n, (low, high) in
+                              zip(self.clean.shape, window_padding(window, self.clean.shape, out_shape))) * 4
+        chunks = _chunks(tiles.index[:, 0], max(1, budget // size), max(1, GRID_BYTES // grid_size)) or [(0, 0)]
+        parts = [run(self.windows(Tiles(tiles.index[start:stop], tiles.size), window, pad, out_shape))
+                 for start, stop in chunks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def frames(self, tiles: Tiles, index: torch.Tensor) -> torch.Tensor:
         """Values (P, C, t, h, w) of `tiles` of a frame selection: tile frame k reads this activation's frame
-        index[k] (one gather of positions, one of rows)."""
-        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row)
+        index[k] (one gather of positions, one of rows, a chunk of masks at a time)."""
+        positions = math.prod(self.clean.shape) * 4
+        chunks = _chunks(tiles.index[:, 0], len(tiles.index), max(1, GRID_BYTES // positions)) or [(0, 0)]
+        return torch.cat([self._frames(Tiles(tiles.index[start:stop], tiles.size), index) for start, stop in chunks])
+
+    def _frames(self, tiles: Tiles, index: torch.Tensor) -> torch.Tensor:
+        """`frames` for tiles of masks a grid holds at once."""
+        first, stop = (int(tiles.index[0, 0]), int(tiles.index[-1, 0]) + 1) if len(tiles.index) else (0, 0)
+        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row, first, stop)
         _, frames, height, width = grid.shape
         mask, t0, y0, x0 = tiles.index.unbind(1)
         device = grid.device
         kept = index[t0[:, None] + torch.arange(tiles.size[0], device=device)]  # (P, t)
-        rows = ((mask[:, None] * frames + kept) * height)[:, :, None] + y0[:, None, None] + torch.arange(
+        rows = (((mask[:, None] - first) * frames + kept) * height)[:, :, None] + y0[:, None, None] + torch.arange(
             tiles.size[1], device=device)  # (P, t, h)
         flat = (rows * width)[..., None] + x0[:, None, None, None] + torch.arange(tiles.size[2], device=device)
         table = self.table()
@@ -181,13 +190,25 @@ class Activation:
         are its own)."""
         if tiles is self.tiles:
             return self.values
-        return self.windows(tiles.computed, UNIT, 0.0, self.clean.shape)
+        return self.run_windows(lambda x: x, tiles.computed, UNIT, 0.0, self.clean.shape)
 
-    def dense(self, masks: slice = slice(None)) -> torch.Tensor:
-        """The `masks` of the batch (b, C, T, H, W), channels-last: clean broadcast with each mask's tiles pasted."""
-        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row)[masks]
+    def dense(self, first: int, stop: int) -> torch.Tensor:
+        """Masks [first, stop) of the batch (b, C, T, H, W), channels-last: clean broadcast with their tiles pasted."""
+        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row, first, stop)
         table = self.table()
         return table.index_select(0, grid.view(-1)).view(*grid.shape, table.shape[1]).permute(0, 4, 1, 2, 3)
+
+
+def _chunks(masks: torch.Tensor, tiles: int, spanned: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of rows of a mask-sorted tile list, each at most `tiles` rows spanning at most `spanned`
+    masks."""
+    bounds, start, count, masks = [], 0, len(masks), masks.contiguous()
+    while start < count:
+        limit = int(torch.searchsorted(masks, masks[start] + spanned))
+        stop = max(start + 1, min(start + tiles, limit, count))
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def occluded_input(clip: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, tiles: Tiles,
