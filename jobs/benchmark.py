@@ -332,7 +332,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
               for name, speedup in report["speedups"].items()]
     lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; each "
-              f"mask's exactly changed outputs are {shares['changed']:.3f} (the plan goes lower by sharing tiles)"
+              f"mask's exactly changed outputs are {shares['changed']:.3f} (sharing tiles between masks can go below this)"
               for name, shares in report.get("flop_shares", {}).items()]
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from torch import nn
 from kernels.fills import make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
 from kernels.incremental.shares import changed_outputs, flop_shares
+from kernels.incremental.geometry import unique_rows
 from kernels.incremental.patches import Activation
 from kernels.methods import get_method
 from kernels.methods.aosa import adaptive_tubes
@@ -403,6 +404,16 @@ def test_reach_is_the_receptive_field() -> None:
         low = [c * s - lo for c, s, lo in zip(centre, reach.scale, reach.low)]
         high = [c * s + hi for c, s, hi in zip(centre, reach.scale, reach.high)]
         assert support.amin(0).tolist() == low and support.amax(0).tolist() == high, node
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 40])  # packed into one int64, and too wide to pack
+def test_unique_rows_is_torch_unique_over_rows(scale: int) -> None:
+    with seeded(4):
+        rows = torch.randint(-1, 5, (500, 5)) * torch.tensor([1, 1, 1, 1, scale])
+    expected, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    values, slot = unique_rows(rows)
+    assert len(values) == len(expected)
+    assert torch.equal(inverse[:, None] == inverse[None], slot[:, None] == slot[None])  # the same partition
 
 
 def test_masks_that_meet_a_tile_with_the_same_tubes_share_it() -> None:

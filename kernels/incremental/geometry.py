@@ -12,6 +12,7 @@ Geometry depends on boxes alone, never on data: it is planned on the CPU once pe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -79,6 +80,20 @@ def reach_of_merge(parts: list[Reach | None]) -> Reach | None:
                  tuple(map(max, *(part.high for part in parts))))
 
 
+def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(rows, dim=0, return_inverse=True) for int64 rows, through one packed int64 per row where the
+    columns' ranges fit in 62 bits (a 1-D sort instead of row-by-row comparisons)."""
+    low = rows.amin(0) if len(rows) else rows.new_zeros(rows.shape[1])
+    spans = (rows.amax(0) - low + 1).tolist() if len(rows) else [1] * rows.shape[1]
+    if math.prod(spans) >= 1 << 62:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    packed = torch.zeros(len(rows), dtype=torch.int64)
+    for column, span in zip((rows - low).unbind(1), spans):
+        packed = packed * span + column
+    values, inverse = torch.unique(packed, return_inverse=True)
+    return values, inverse
+
+
 def reaches(ops: dict[fx.Node, LocalOp]) -> dict[fx.Node, Reach | None]:
     """The reach of every local node (in graph order); None after a frame selection, which is not affine in time
     (its tiles and all that depend on them are not shared)."""
@@ -97,22 +112,27 @@ def shared(tiles: Tiles, reach: Reach | None, boxes: torch.Tensor, tubes: torch.
     of the occluded input in its receptive field, which is the clip with the tubes that meet the field filled."""
     if reach is None or not len(tiles.index):
         return Tiles(tiles.index, tiles.size)
+    # A field's extent on each axis depends on the tile's origin on that axis alone: test each box once per origin.
+    overlaps = []
+    for axis in range(3):
+        origin = torch.arange(int(tiles.index[:, 1 + axis].max()) + 1)
+        low = origin * reach.scale[axis] - reach.low[axis]
+        high = (origin + tiles.size[axis] - 1) * reach.scale[axis] + reach.high[axis] + 1
+        overlaps.append((low, high))
     frames = torch.arange(boxes.shape[2])
+    in_frames = (frames >= overlaps[0][0][:, None]) & (frames < overlaps[0][1][:, None])  # (t0, T)
+    alive = present(boxes).unsqueeze(-1)
+    in_rows = alive & (boxes[..., 0:1] < overlaps[1][1]) & (boxes[..., 1:2] > overlaps[1][0])  # (B, G, T, y0)
+    in_cols = alive & (boxes[..., 2:3] < overlaps[2][1]) & (boxes[..., 3:4] > overlaps[2][0])  # (B, G, T, x0)
     keys = []
     for part in tiles.index.split(chunk):
-        mask, origin = part[:, 0], part[:, 1:]
-        low = origin * torch.tensor(reach.scale) - torch.tensor(reach.low)  # (p, 3) first input position read
-        high = (origin + torch.tensor(tiles.size) - 1) * torch.tensor(reach.scale) + torch.tensor(reach.high) + 1
-        member = boxes[mask]  # (p, G, T, 4)
-        in_frames = (frames >= low[:, None, None, 0]) & (frames < high[:, None, None, 0])  # (p, 1, T)
-        meets = (present(member) & in_frames & (member[..., 0] < high[:, None, None, 1])
-                 & (member[..., 1] > low[:, None, None, 1]) & (member[..., 2] < high[:, None, None, 2])
-                 & (member[..., 3] > low[:, None, None, 2])).any(-1)  # (p, G)
+        mask, t0, y0, x0 = part.unbind(1)
+        meets = (in_frames[t0][:, None] & in_rows[mask, :, :, y0] & in_cols[mask, :, :, x0]).any(-1)  # (p, G)
         met = torch.where(meets, tubes[mask], -1).sort(dim=1).values
         repeated = torch.cat([torch.zeros_like(met[:, :1], dtype=torch.bool), met[:, 1:] == met[:, :-1]], dim=1)
         met = torch.where(repeated, -1, met).sort(dim=1).values  # a set: a tube listed twice is met once
-        keys.append(torch.cat([origin, met], dim=1))
-    _, slot = torch.unique(torch.cat(keys), dim=0, return_inverse=True)
+        keys.append(torch.cat([part[:, 1:], met], dim=1))
+    _, slot = unique_rows(torch.cat(keys))
     count = int(slot.max()) + 1
     first = torch.full((count,), len(slot), dtype=torch.int64).scatter_reduce(
         0, slot, torch.arange(len(slot)), "amin")

@@ -159,9 +159,15 @@ class Activation:
         grid_size = math.prod(n + low + high for n, (low, high) in
                               zip(self.clean.shape, window_padding(window, self.clean.shape, out_shape))) * 4
         chunks = _chunks(tiles.index[:, 0], max(1, budget // size), max(1, GRID_BYTES // grid_size)) or [(0, 0)]
-        parts = [run(self.windows(Tiles(tiles.index[start:stop], tiles.size), window, pad, out_shape))
-                 for start, stop in chunks]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        out = None
+        for start, stop in chunks:
+            values = run(self.windows(Tiles(tiles.index[start:stop], tiles.size), window, pad, out_shape))
+            if len(chunks) == 1:
+                return values
+            if out is None:  # written chunk by chunk: no second copy of the layer's patches
+                out = values.new_empty(len(tiles.index), *values.shape[1:])
+            out[start:stop] = values
+        return out
 
     def frames(self, tiles: Tiles, index: torch.Tensor) -> torch.Tensor:
         """Values (P, C, t, h, w) of `tiles` of a frame selection: tile frame k reads this activation's frame
