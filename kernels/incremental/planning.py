@@ -30,18 +30,6 @@ class Plan:
     patch_bytes: int = 0  # patches of its largest incremental layer
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Geometry of one batch of masks, on the model's device: input boxes (B, G, T, 4), tiles per local node
-    before `cut` (the position in the prefix from which everything runs dense)."""
-
-    count: int
-    boxes: torch.Tensor
-    tiles: dict[fx.Node, Tiles]
-    cut: int
-    patch_bytes: int = 0  # patches of its largest incremental layer
-
-
 class Planner:
     """Plans batches of masks for one clip's traced prefix; geometry depends on boxes alone, planned on the CPU."""
 
