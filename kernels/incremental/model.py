@@ -7,7 +7,9 @@ from collections.abc import Iterator
 import torch
 from torch import fx, nn
 
-from kernels.incremental.ops import trace
+from kernels.incremental.buffers import BufferPool
+from kernels.incremental.geometry import Tiles
+from kernels.incremental.ops import LocalOp, trace
 from kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
 from kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planner
 from kernels.incremental.prefix import Prefix, clean_pass, run_node
@@ -22,6 +24,7 @@ class IncrementalModel:
                  cell: tuple[int, int] = CELL, window_bytes: int = WINDOW_BYTES, plan_bytes: int = PLAN_BYTES) -> None:
         self.module, self.clip = module, clip
         self.window_bytes = window_bytes  # gathered windows held at once per layer (the peak of a batch)
+        self.pool = BufferPool()  # patch tables, windows and int maps: warm memory across layers, plans and draws
         self.prefix: Prefix = clean_pass(module, trace(module), clip)
         self.local = list(self.prefix.ops)
         self.planner = Planner(self.prefix, clip, dense_fraction, cell, plan_bytes)
@@ -68,20 +71,39 @@ class IncrementalModel:
                 clean = prefix.tables[node].clean
                 values = occluded_input(clean, fill, plan.boxes, tiles.computed, prefix.shapes[node][1:])
             elif op.kind == "pointwise":
-                source = acts[op.inputs[0]].values
-                shared = getattr(op.run, "inplace", False) and len(op.inputs[0].users) > 1
-                values = op.run(source.clone() if shared else source)
+                values = self._pointwise(op, acts)
             elif op.kind == "window":
                 values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad,
                                                         prefix.shapes[node][1:], self.window_bytes)
             elif op.kind == "frames":
                 values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
             else:
-                values = op.run(*[acts[source].at(tiles) for source in op.inputs])
-            acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count)
+                values = self._merge(op, tiles, acts)
+            acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count, self.pool)
             for expired in self.expiry.get(position, ()):
                 del acts[expired]  # memory: clean activations plus the patches still to be read
         return self._dense_rest(plan, acts, batch_size or plan.count)
+
+    @staticmethod
+    def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:
+        """A pointwise op on its input's patches: in place where nothing else reads them, else into new ones (an
+        in-place module, like ReLU(inplace=True), gets a copy where others still read its input)."""
+        source = op.inputs[0]
+        values = acts[source].values
+        if _exclusive(source, acts):
+            return op.inplace(values) if op.inplace is not None else op.run(values)
+        return op.run(values.clone() if getattr(op.run, "inplace", False) else values)
+
+    @staticmethod
+    def _merge(op: LocalOp, tiles: Tiles, acts: dict[fx.Node, Activation]) -> torch.Tensor:
+        """An add or concat on the merge's tiles; an add writes into its first input's patches where nothing else
+        reads them (a residual add: no new patch memory)."""
+        first = op.inputs[0]
+        parts = [acts[source].at(tiles) for source in op.inputs]
+        own = parts[0] is acts[first].values
+        if op.inplace is not None and (not own or _exclusive(first, acts)):
+            return op.inplace(*parts)
+        return op.run(*parts)
 
     def _dense_rest(self, plan: Plan, acts: dict[fx.Node, Activation], batch_size: int) -> torch.Tensor:
         """Materialize the local outputs read past the cut (clean broadcast + tiles) and run the rest of the graph,
@@ -92,7 +114,8 @@ class IncrementalModel:
         for start in range(0, plan.count, batch_size):
             masks = slice(start, min(start + batch_size, plan.count))
             env = {node: acts[node].dense(masks.start, masks.stop) for node in read}
-            logits.append(self._suffix(plan.cut, env))
+            logits.append(self._suffix(plan.cut, env).clone())  # not a view of pooled memory the next batch reuses
+            env.clear()
         acts.clear()
         return torch.cat(logits)
 
@@ -105,3 +128,13 @@ class IncrementalModel:
             for expired in self.dense_expiry.get(position, ()):
                 env.pop(expired, None)  # memory: like the eager forward, only the values still to be read
         raise AssertionError("the traced graph has no output")
+
+
+def _exclusive(node: fx.Node, acts: dict[fx.Node, Activation]) -> bool:
+    """Only `node`'s one reader will read its patches (no other live activation shares their memory), so that
+    reader may write into them."""
+    if len(node.users) != 1:
+        return False
+    memory = acts[node].values.untyped_storage().data_ptr()
+    return not any(other is not node and act.values.untyped_storage().data_ptr() == memory
+                   for other, act in acts.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ UNIT = Window((1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1))
 class LocalOp:
     """`kind` pointwise (one input, same shape), window (conv/pool), frames (keeps the input frames `select(T)`
     lists, as SlowFast's slow pathway) or merge (add/cat of several inputs); `run` applies it to patch tensors
-    (P, C, t, h, w), windows gathered with padding `pad` already in place."""
+    (P, C, t, h, w), windows gathered with padding `pad` already in place; `inplace`, where there is one, computes
+    the same into its first input (for a reader that is the input's only one: no new patch memory)."""
 
     kind: str
     run: Callable[..., torch.Tensor]
@@ -42,6 +44,7 @@ class LocalOp:
     window: Window = UNIT
     pad: float = 0.0
     select: Callable[[int], torch.Tensor] | None = None
+    inplace: Callable[..., torch.Tensor] | None = None
 
 
 POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
@@ -52,6 +55,8 @@ POINTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone"}
 ARITHMETIC = {operator.add: torch.add, operator.iadd: torch.add, torch.add: torch.add, operator.mul: torch.mul,
               operator.imul: torch.mul, torch.mul: torch.mul, operator.sub: torch.sub, torch.sub: torch.sub}
 ARITHMETIC_METHODS = {"add": torch.add, "add_": torch.add, "mul": torch.mul, "mul_": torch.mul, "sub": torch.sub}
+INPLACE = {torch.add: torch.Tensor.add_, torch.mul: torch.Tensor.mul_, torch.sub: torch.Tensor.sub_,
+           torch.relu: torch.relu_, F.relu: torch.relu_}  # the same op writing into its first operand
 LEAF_TYPES = (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AvgPool3d) + POINTWISE_MODULES
 
 
@@ -70,6 +75,39 @@ def _conv(module: nn.Conv3d) -> LocalOp | None:
     def run(x: torch.Tensor) -> torch.Tensor:
         return F.conv3d(x, module.weight, module.bias, window.stride, 0, window.dilation, module.groups)
     return LocalOp("window", run, (), window)
+
+
+def _folded(conv: nn.Conv3d, norm: nn.BatchNorm3d, window: Window) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The conv followed by the eval-mode batch norm as one conv: weights scaled by gamma / sqrt(var + eps) per
+    output channel and the shift moved into the bias (computed in float64, equal to the two ops up to rounding)."""
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    shift = -norm.running_mean.double() * scale + (norm.bias.double() if norm.bias is not None else 0)
+    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
+    weight = (conv.weight.double() * scale.view(-1, 1, 1, 1, 1)).to(conv.weight.dtype).detach()
+    bias = bias.to(conv.weight.dtype).detach()
+    return lambda x: F.conv3d(x, weight, bias, window.stride, 0, window.dilation, conv.groups)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def fold_batch_norms(ops: dict[fx.Node, LocalOp], root: nn.Module) -> dict[fx.Node, LocalOp]:
+    """`ops` with each eval BatchNorm3d that is the only reader of a Conv3d run inside that conv on patches (one
+    pass fewer over every patch, no patch memory of its own); the norm node passes its input through."""
+    folded = dict(ops)
+    for node, op in ops.items():
+        source = op.inputs[0] if op.inputs else None
+        if (node.op != "call_module" or source is None or source.op != "call_module" or len(source.users) != 1
+                or not _unchanged(root.get_submodule(node.target), nn.BatchNorm3d)
+                or not _unchanged(root.get_submodule(source.target), nn.Conv3d)):
+            continue
+        run = _folded(root.get_submodule(source.target), root.get_submodule(node.target), ops[source].window)
+        folded[source] = dataclasses.replace(ops[source], run=run)
+        folded[node] = dataclasses.replace(op, run=_same, inplace=_same)
+    return folded
 
 
 def _pool(module: nn.Module) -> LocalOp | None:
@@ -110,7 +148,9 @@ def _module_op(module: nn.Module) -> LocalOp | None:
         return None if module.training or module.running_mean is None else LocalOp("pointwise", module, ())
     dropout = isinstance(module, nn.modules.dropout._DropoutNd)
     if _unchanged(module, *POINTWISE_MODULES) and not (dropout and module.training):
-        return LocalOp("pointwise", module, ())
+        passes = dropout or _unchanged(module, nn.Identity)  # in eval both return their input
+        return LocalOp("pointwise", module, (), inplace=torch.relu_ if _unchanged(module, nn.ReLU) else
+                       _same if passes else None)
     return None
 
 
@@ -122,7 +162,7 @@ def _arithmetic(function: Callable[..., torch.Tensor], args: tuple[Any, ...], lo
     if not nodes or any(node not in local for node in nodes):
         return None
     if len(nodes) == 2:
-        return LocalOp("merge", function, tuple(nodes))
+        return LocalOp("merge", function, tuple(nodes), inplace=INPLACE.get(function))
     other = args[1] if isinstance(args[0], fx.Node) else args[0]
     if not isinstance(other, (int, float)):
         return None
@@ -146,7 +186,7 @@ def classify(node: fx.Node, root: nn.Module, local: set[fx.Node]) -> LocalOp | N
     if node.op == "call_module":
         op = _module_op(root.get_submodule(node.target))
         ok = op is not None and len(args) == 1 and not node.kwargs and args[0] in local
-        return LocalOp(op.kind, op.run, (args[0],), op.window, op.pad, op.select) if ok else None
+        return dataclasses.replace(op, inputs=(args[0],)) if ok else None
     if node.op == "call_function" and node.target is torch.cat:
         return _cat(node, local)
     if node.op == "call_function" and node.target in ARITHMETIC and not node.kwargs:
@@ -159,8 +199,10 @@ def classify(node: fx.Node, root: nn.Module, local: set[fx.Node]) -> LocalOp | N
         target, rest, kwargs = node.target, args[1:], dict(node.kwargs)
         kwargs.pop("inplace", None)
         if node.op == "call_method":
-            return LocalOp("pointwise", lambda x: getattr(x, target)(*rest, **kwargs), (args[0],))
-        return LocalOp("pointwise", lambda x: target(x, *rest, **kwargs), (args[0],))
+            inplace = torch.relu_ if target == "relu" and not rest and not kwargs else None
+            return LocalOp("pointwise", lambda x: getattr(x, target)(*rest, **kwargs), (args[0],), inplace=inplace)
+        inplace = INPLACE.get(target) if not rest and not kwargs else None
+        return LocalOp("pointwise", lambda x: target(x, *rest, **kwargs), (args[0],), inplace=inplace)
     return None
 
 

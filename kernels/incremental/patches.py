@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from kernels.incremental.buffers import BufferPool
 from kernels.incremental.geometry import Tiles
 from kernels.incremental.ops import UNIT, Window
 
@@ -53,11 +54,13 @@ class CleanTable:
     def first_tile_row(self) -> int:
         return self.positions + 2
 
-    def with_tiles(self, values: torch.Tensor) -> torch.Tensor:
+    def with_tiles(self, values: torch.Tensor, pool: BufferPool) -> torch.Tensor:
         """A batch's table: these rows, then its patch values (U, C, t, h, w) as tile rows in (tile, frame, y, x)
-        order. Its own buffer, freed with the batch's activation: a plan's tiles may be many times a clip."""
+        order. Its own buffer from `pool`, free again with the batch's activation: a plan's tiles may be many times
+        a clip."""
         channels = values.shape[1]
-        table = self.rows.new_empty(self.first_tile_row + math.prod(values.shape[:1] + values.shape[2:]), channels)
+        table = pool.take((self.first_tile_row + math.prod(values.shape[:1] + values.shape[2:]), channels),
+                          self.rows.dtype, self.rows.device)
         table[:self.first_tile_row] = self.rows
         table[self.first_tile_row:].view(values.shape[0], *values.shape[2:], channels).copy_(
             values.permute(0, 2, 3, 4, 1))
@@ -97,8 +100,9 @@ class Activation:
     """A prefix node's output for B masks: `values` (U, C, t, h, w) of `tiles.computed`, placed on every tile of
     `tiles` that shares them; the clean rows elsewhere."""
 
-    def __init__(self, clean: CleanTable | None, tiles: Tiles, values: torch.Tensor, count: int) -> None:
-        self.clean, self.tiles, self.values, self.count = clean, tiles, values, count
+    def __init__(self, clean: CleanTable | None, tiles: Tiles, values: torch.Tensor, count: int,
+                 pool: BufferPool) -> None:
+        self.clean, self.tiles, self.values, self.count, self.pool = clean, tiles, values, count, pool
         self._table: torch.Tensor | None = None
         self._grid: tuple[tuple[Padding, int, int, int], torch.Tensor] | None = None
 
@@ -106,7 +110,7 @@ class Activation:
         """Row table [clean | zero | -inf | this batch's tile rows]; the values become a view of its tile rows (one
         copy of the patches in memory, channels-last as the convolutions read them)."""
         if self._table is None:
-            self._table = self.clean.with_tiles(self.values)
+            self._table = self.clean.with_tiles(self.values, self.pool)
             shape = (self.values.shape[0], *self.values.shape[2:], self.values.shape[1])
             self.values = self._table[self.clean.first_tile_row:].view(shape).permute(0, 4, 1, 2, 3)
         return self._table
@@ -119,7 +123,7 @@ class Activation:
         if self._grid is None or self._grid[0] != key:
             (frames, height, width), (pt, py, px) = self.clean.shape, (low for low, _ in padding)
             size = [n + low + high for n, (low, high) in zip(self.clean.shape, padding)]
-            grid = torch.full((stop - first, *size), pad_row, dtype=torch.int32, device=self.values.device)
+            grid = self.pool.take((stop - first, *size), torch.int32, self.values.device).fill_(pad_row)
             grid[:, pt:pt + frames, py:py + height, px:px + width] = self.clean.base.view(frames, height, width)
             low, high = torch.searchsorted(self.tiles.index[:, 0].contiguous(),
                                            torch.tensor([first, stop], device=grid.device)).tolist()
@@ -146,9 +150,15 @@ class Activation:
         st, sy, sx = window.stride
         corner = (((mask - first) * frames + t0 * st) * height + y0 * sy) * width + x0 * sx  # window origin
         flat = (corner.to(torch.int32)[:, None] + template.to(torch.int32).flatten()).flatten()
+        return self._rows(grid, flat).view(len(corner), *spans, self.clean.rows.shape[1]).permute(0, 4, 1, 2, 3)
+
+    def _rows(self, grid: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """Rows (len(flat), C) of the table at the grid's flat positions `flat`: two gathers into pooled memory."""
         table = self.table()
-        rows = table.index_select(0, grid.view(-1).index_select(0, flat))
-        return rows.view(len(corner), *spans, table.shape[1]).permute(0, 4, 1, 2, 3)
+        positions = torch.index_select(grid.view(-1), 0, flat, out=self.pool.take((len(flat),), grid.dtype,
+                                                                                   grid.device))
+        return torch.index_select(table, 0, positions, out=self.pool.take((len(flat), table.shape[1]), table.dtype,
+                                                                           table.device))
 
     def run_windows(self, run: Callable[[torch.Tensor], torch.Tensor], tiles: Tiles, window: Window, pad: float,
                     out_shape: tuple[int, int, int], budget: int = WINDOW_BYTES) -> torch.Tensor:
@@ -164,8 +174,9 @@ class Activation:
             values = run(self.windows(Tiles(tiles.index[start:stop], tiles.size), window, pad, out_shape))
             if len(chunks) == 1:
                 return values
-            if out is None:  # written chunk by chunk: no second copy of the layer's patches
-                out = values.new_empty(len(tiles.index), *values.shape[1:])
+            if out is None:  # written chunk by chunk, channels-last as the windows: no second copy of the patches
+                shape = (len(tiles.index), *values.shape[2:], values.shape[1])
+                out = self.pool.take(shape, values.dtype, values.device).permute(0, 4, 1, 2, 3)
             out[start:stop] = values
         return out
 
@@ -187,9 +198,8 @@ class Activation:
         rows = (((mask[:, None] - first) * frames + kept) * height)[:, :, None] + y0[:, None, None] + torch.arange(
             tiles.size[1], device=device)  # (P, t, h)
         flat = (rows * width)[..., None] + x0[:, None, None, None] + torch.arange(tiles.size[2], device=device)
-        table = self.table()
-        values = table.index_select(0, grid.view(-1).index_select(0, flat.flatten()))
-        return values.view(len(mask), *tiles.size, table.shape[1]).permute(0, 4, 1, 2, 3)
+        values = self._rows(grid, flat.flatten().to(torch.int32))
+        return values.view(len(mask), *tiles.size, self.clean.rows.shape[1]).permute(0, 4, 1, 2, 3)
 
     def at(self, tiles: Tiles) -> torch.Tensor:
         """Values (U, C, t, h, w) on the computed tiles of other tiles of the same resolution (gathered unless they
@@ -202,7 +212,9 @@ class Activation:
         """Masks [first, stop) of the batch (b, C, T, H, W), channels-last: clean broadcast with their tiles pasted."""
         grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row, first, stop)
         table = self.table()
-        return table.index_select(0, grid.view(-1)).view(*grid.shape, table.shape[1]).permute(0, 4, 1, 2, 3)
+        rows = torch.index_select(table, 0, grid.view(-1), out=self.pool.take((grid.numel(), table.shape[1]),
+                                                                              table.dtype, table.device))
+        return rows.view(*grid.shape, table.shape[1]).permute(0, 4, 1, 2, 3)
 
 
 def _chunks(masks: torch.Tensor, tiles: int, spanned: int) -> list[tuple[int, int]]:

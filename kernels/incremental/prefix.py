@@ -9,7 +9,7 @@ import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kernels.incremental.ops import LocalOp, NotIncremental, classify, describe
+from kernels.incremental.ops import LocalOp, NotIncremental, classify, describe, fold_batch_norms
 from kernels.incremental.patches import CleanTable, to_rows
 
 
@@ -98,6 +98,7 @@ def clean_pass(root: nn.Module, graph: fx.Graph, clip: torch.Tensor) -> Prefix:
         raise NotIncremental(f"{type(root).__name__} starts with {stop or 'no operation'}, which is not local")
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise NotIncremental(f"{type(root).__name__} does not return one (batch, classes) logits tensor")
+    ops = fold_batch_norms(ops, root)
     tables = {node: CleanTable(to_rows(env[node][0]), tuple(env[node].shape[2:])) for node in ops
               if _needs_table(node, ops)}
     shapes = {node: tuple(env[node].shape[1:]) for node in ops}
