@@ -21,6 +21,7 @@ from torch import nn
 
 from kernels.fills import make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
+from kernels.incremental.buffers import BufferPool
 from kernels.incremental.shares import changed_outputs, flop_shares
 from kernels.incremental.geometry import unique_rows
 from kernels.incremental.patches import Activation
@@ -129,6 +130,70 @@ def test_every_local_op_every_case_and_fill(fill_kind: str, dense_fraction: floa
                          dense_fraction=dense_fraction)
     assert (dense - fast).abs().max() <= TOLERANCE
     assert (dense[3] - ScoreFunction(build(LocalZoo), 1)(clip[None])[0]).abs() <= TOLERANCE  # all-dead mask: clean
+
+
+class SharedReaders(nn.Module):
+    """Patches with more than one reader, which nothing may write into: a conv read by its BN and by a residual
+    (no BN folding there), an eval dropout that passes its input on unchanged (an alias) into a ReLU that may not
+    write into it, and a residual add whose first input is still read after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 6, 3, 1, 1)
+        self.bn = nn.BatchNorm3d(6)
+        self.drop = nn.Dropout3d(0.3)
+        self.relu = nn.ReLU()
+        self.mix = nn.Conv3d(6, 6, 3, 1, 1)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        b = self.bn(a) + a
+        c = self.relu(self.drop(b))
+        d = b + c
+        e = self.mix(d) + d
+        return self.head((e * d).mean((2, 3, 4)))
+
+
+@pytest.mark.parametrize("fill_kind", ["mean", "conditional"])
+def test_patches_read_twice_are_never_written_into(fill_kind: str) -> None:
+    clip = clip_of(8, 32)
+    dense, fast = scores(build(SharedReaders), clip, case_tubes(8, 32, 32), fill_kind)
+    assert (dense - fast).abs().max() <= TOLERANCE
+
+
+def test_eval_batch_norm_runs_inside_the_conv_it_alone_reads() -> None:
+    """LocalZoo's stem conv is read by its BN only: the BN is folded in (it passes patches through) and the conv's
+    patches are the BN's values; SharedReaders' conv has a second reader, so its BN stays a BN."""
+    zoo, shared = build(LocalZoo), build(SharedReaders)
+    clip = clip_of(8, 32)
+    folded = IncrementalModel(zoo, clip).prefix.ops
+    kept = IncrementalModel(shared, clip).prefix.ops
+    by_target = lambda ops: {node.target: op for node, op in ops.items()}  # noqa: E731
+    patch = torch.randn(2, 3, 3, 9, 9)
+    assert by_target(folded)["bn"].run(patch) is patch
+    with torch.no_grad():
+        stem = by_target(folded)["stem"].run(patch)
+        assert torch.allclose(stem, zoo.bn(F.conv3d(patch, zoo.stem.weight, zoo.stem.bias, (1, 2, 2))), atol=1e-5)
+        features = torch.randn(2, 6, 3, 5, 5)
+        assert torch.allclose(by_target(kept)["bn"].run(features), shared.bn(features))
+        assert not torch.allclose(shared.bn(features), features, atol=1e-2)
+
+
+def test_the_pool_lends_a_buffer_again_only_once_nothing_holds_it() -> None:
+    pool, cpu = BufferPool(), torch.device("cpu")
+    memory = lambda tensor: tensor.untyped_storage().data_ptr()  # noqa: E731
+    first = pool.take((4, 8), torch.float32, cpu)
+    lent, view = memory(first), first.permute(1, 0)[2:]
+    del first
+    second = pool.take((4, 8), torch.float32, cpu)
+    assert memory(second) != lent  # a view of the first is alive: a new buffer
+    del view
+    third = pool.take((2, 8), torch.float32, cpu)
+    assert memory(third) == lent and pool.nbytes == 2 * 32 * 4  # the idle first buffer, lent again
+    del second, third
+    assert pool.take((64,), torch.float32, cpu).numel() == 64
+    assert pool.nbytes == 64 * 4  # idle buffers too small for a request are let go
 
 
 def test_windows_gathered_in_chunks_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from engine.models.backends import use_backend
 from engine.models.counting import CountingModel
 from engine.models.loading import LoadedModel, load_model
 from engine.models.timing import ReferenceSampler
-from kernels.incremental import IncrementalModel, incremental_for
+from kernels.incremental import BufferPool, IncrementalModel, incremental_for
 from kernels.methods import get_method
 from kernels.metrics import curve_points
 from kernels.occlusion import occlusion_scores
@@ -120,17 +120,18 @@ class ModelResult:
 
 class IncrementalCache:
     """The IncrementalModel of the last clip a worker scored occlusions of: its clean pass runs once per clip
-    and mode, however many shards and methods follow."""
+    and mode, however many shards and methods follow; its scratch memory stays warm from clip to clip."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
+        self.pool = BufferPool()
         self._key: tuple[torch.Tensor, str] | None = None
         self._built: IncrementalModel | None = None
 
     def get(self, clip: torch.Tensor, mode: str) -> IncrementalModel | None:
         """The IncrementalModel for `clip` under `mode` ("auto", "on", "off"), or None for dense forwards."""
         if self._key is None or self._key[1] != mode or not torch.equal(self._key[0], clip):
-            self._built = incremental_for(self.model, clip, mode)
+            self._built = incremental_for(self.model, clip, mode, pool=self.pool)
             self._key = (clip, mode)
         return self._built
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from kernels._utils import module_of
+from kernels.incremental.buffers import BufferPool
 from kernels.incremental.model import IncrementalModel
 from kernels.incremental.ops import NotIncremental
 from kernels.scoring import Model
@@ -15,22 +16,23 @@ AUTO_DEVICES = ("cpu",)  # where `auto` may go incremental: on an H200 it ran 1.
                          # model measured (many small gathers; the README's GPU table), so GPUs stay dense
 
 
-def incremental_for(model: Model, clip: torch.Tensor, mode: str = "auto",
-                    logits: torch.Tensor | None = None) -> IncrementalModel | None:
+def incremental_for(model: Model, clip: torch.Tensor, mode: str = "auto", logits: torch.Tensor | None = None,
+                    pool: BufferPool | None = None) -> IncrementalModel | None:
     """The IncrementalModel to score occlusions of the (C, T, H, W) `clip` with, or None for the dense path.
 
     `off`: None. `on`: always, NotIncremental (one line) when the model cannot be traced or starts with a
     non-local op. `auto`: on AUTO_DEVICES, when it can and its local prefix holds MIN_PREFIX_FRACTION of the
     model's flops.
     `logits` (1, classes), the model's own output on the clip, guards against wrappers that do more than their
-    `.module` (preprocessing, precision): if the traced module disagrees, the model is not incremental.
+    `.module` (preprocessing, precision): if the traced module disagrees, the model is not incremental. `pool`: the
+    scratch memory to reuse (IncrementalModel).
     """
     if mode not in MODES:
         raise ValueError(f"unknown incremental mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "off" or (mode == "auto" and clip.device.type not in AUTO_DEVICES):
         return None
     try:
-        built = _build(model, clip, logits)
+        built = _build(model, clip, logits, pool)
     except NotIncremental:
         if mode == "on":
             raise
@@ -38,13 +40,13 @@ def incremental_for(model: Model, clip: torch.Tensor, mode: str = "auto",
     return built if mode == "on" or built.prefix_fraction >= MIN_PREFIX_FRACTION else None
 
 
-def _build(model: Model, clip: torch.Tensor, logits: torch.Tensor | None) -> IncrementalModel:
+def _build(model: Model, clip: torch.Tensor, logits: torch.Tensor | None, pool: BufferPool | None) -> IncrementalModel:
     """IncrementalModel of the module behind `model`, checked against the model's own logits."""
     try:
         module = module_of(model)
     except ValueError:
         raise NotIncremental(f"{type(model).__name__} exposes no torch module to trace") from None
-    built = IncrementalModel(module, clip)
+    built = IncrementalModel(module, clip, pool=pool)
     if logits is not None:
         ours, scale = built.clean_logits.to(logits.dtype), max(1.0, float(logits.detach().abs().max()))
         if ours.shape != logits.shape or not torch.allclose(ours, logits, rtol=1e-4, atol=1e-4 * scale):

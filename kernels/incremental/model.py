@@ -18,13 +18,15 @@ from kernels.tubes import TubeSet
 
 class IncrementalModel:
     """Built once per clip: traces `module`, runs the clean pass, then maps batches of masks and a fill value to
-    the logits (B, classes) the dense model gives on `torch.where(mask, fill, clip)`."""
+    the logits (B, classes) the dense model gives on `torch.where(mask, fill, clip)`. Its scratch memory comes from
+    `pool`: pass the same pool for every clip a worker scores, so only the first pays for fresh memory."""
 
     def __init__(self, module: nn.Module, clip: torch.Tensor, dense_fraction: float = DENSE_FRACTION,
-                 cell: tuple[int, int] = CELL, window_bytes: int = WINDOW_BYTES, plan_bytes: int = PLAN_BYTES) -> None:
+                 cell: tuple[int, int] = CELL, window_bytes: int = WINDOW_BYTES, plan_bytes: int = PLAN_BYTES,
+                 pool: BufferPool | None = None) -> None:
         self.module, self.clip = module, clip
         self.window_bytes = window_bytes  # gathered windows held at once per layer (the peak of a batch)
-        self.pool = BufferPool()  # patch tables, windows and int maps: warm memory across layers, plans and draws
+        self.pool = pool or BufferPool()  # patch tables, windows, int maps: warm across layers, plans, draws, clips
         self.prefix: Prefix = clean_pass(module, trace(module), clip)
         self.local = list(self.prefix.ops)
         self.planner = Planner(self.prefix, clip, dense_fraction, cell, plan_bytes)
@@ -86,13 +88,16 @@ class IncrementalModel:
 
     @staticmethod
     def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:
-        """A pointwise op on its input's patches: in place where nothing else reads them, else into new ones (an
-        in-place module, like ReLU(inplace=True), gets a copy where others still read its input)."""
+        """A pointwise op on its input's patches: in place where nothing else reads them, else into new ones. A
+        module that writes into its input itself (ReLU(inplace=True)) does so, on a copy where other nodes read its
+        input."""
         source = op.inputs[0]
         values = acts[source].values
-        if _exclusive(source, acts):
-            return op.inplace(values) if op.inplace is not None else op.run(values)
-        return op.run(values.clone() if getattr(op.run, "inplace", False) else values)
+        if getattr(op.run, "inplace", False):
+            return op.run(values.clone() if len(source.users) > 1 else values)
+        if op.inplace is not None and _exclusive(source, acts):
+            return op.inplace(values)
+        return op.run(values)
 
     @staticmethod
     def _merge(op: LocalOp, tiles: Tiles, acts: dict[fx.Node, Activation]) -> torch.Tensor:

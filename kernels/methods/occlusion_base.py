@@ -8,10 +8,11 @@ from abc import abstractmethod
 import torch
 
 from kernels.fills import Fill, make_fill
-from kernels.incremental import incremental_for
+from kernels.incremental import BufferPool, incremental_for
 from kernels.methods.base import ExplanationMethod
 from kernels.occlusion import aggregate, occlusion_scores
-from kernels.scoring import target_scores
+from kernels.scoring import Model, target_scores
+from kernels.space import InputSpace
 from kernels.tubes import TubeSet
 from schemas.method_params import MethodParams
 
@@ -22,11 +23,16 @@ class OcclusionMethod(ExplanationMethod):
     `params.incremental` ("auto", "on" or "off") picks incremental inference over each mask's changed region
     (kernels.incremental, the same scores within float tolerance) or dense forwards. After attribute(),
     `ran_incremental` says which ran and `incremental_clips` how many occluded clips it scored without a
-    call of the model (so callers counting the model's calls can count every clip).
+    call of the model (so callers counting the model's calls can count every clip). The instance keeps the
+    incremental path's scratch memory for its next clip (BufferPool).
     """
 
     ran_incremental: bool = False
     incremental_clips: int = 0
+
+    def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
+        super().__init__(model, params, space)
+        self.pool = BufferPool()
 
     @classmethod
     @abstractmethod
@@ -45,7 +51,7 @@ class OcclusionMethod(ExplanationMethod):
         with torch.no_grad():
             logits = self.model(inputs.unsqueeze(0))
         base = target_scores(logits, target, score.kind)[0]
-        fast = incremental_for(self.model, inputs, self.params.incremental, logits)
+        fast = incremental_for(self.model, inputs, self.params.incremental, logits, self.pool)
         self.ran_incremental = fast is not None
         self.incremental_clips = len(tubes) * len(fill.draws) if fast is not None else 0
         occluded = occlusion_scores(score, inputs, tubes, fill, batch_size=self.params.batch_size, incremental=fast)
