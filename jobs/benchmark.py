@@ -158,19 +158,22 @@ def measure(run: Callable[[], object], device: torch.device) -> tuple[float, int
 
 @dataclass
 class Stage:
-    """One timed step; its ratio is its median time over the `reference` stage's."""
+    """One timed step; its ratio is its median time over the `reference` stage's. `held`: bytes the step keeps from
+    one run to the next (an occlusion method's scratch pool), counted in its peak: growth alone would miss them."""
 
     name: str
     run: Callable[[], object]
     n_forward: int | None = None
     reference: str | None = None
+    held: Callable[[], int] | None = None
     seconds: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)
 
     def record(self, device: torch.device) -> None:
+        kept = self.held() if self.held else 0
         seconds, peak = measure(self.run, device)
         self.seconds.append(seconds)
-        self.peaks.append(peak)
+        self.peaks.append(kept + peak)
 
     @property
     def median(self) -> float:
@@ -235,9 +238,11 @@ def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, par
         except NotIncremental:
             continue
         stages.append(Stage(f"{name}:{path}", partial(method.attribute, clip, target, flow), recorder.clips,
-                            reference.name))
+                            reference.name, lambda method=method: method.pool.nbytes))
     chosen = method_class(model, params, space)
-    return stages + [Stage(name, partial(chosen.attribute, clip, target, flow), recorder.clips, reference.name)]
+    chosen.attribute(clip, target, flow)  # warm-up, as every other stage
+    return stages + [Stage(name, partial(chosen.attribute, clip, target, flow), recorder.clips, reference.name,
+                           lambda: chosen.pool.nbytes)]
 
 
 def limited(method_class: type[ExplanationMethod], masks: int | None) -> type[ExplanationMethod]:
@@ -305,8 +310,10 @@ def describe_device(device: torch.device) -> str:
 def memory_metric(device: torch.device) -> str:
     """What the peak memory column measures on `device`."""
     if device.type == "cuda":
-        return "growth of torch.cuda.max_memory_allocated over the stage (peak reset per stage)"
-    return f"growth of the process RSS over the stage, peak sampled every {SAMPLE_SECONDS * 1000:g} ms (psutil)"
+        return ("growth of torch.cuda.max_memory_allocated over the stage (peak reset per stage), plus the scratch "
+                "memory an occlusion method kept from its last map")
+    return (f"growth of the process RSS over the stage, peak sampled every {SAMPLE_SECONDS * 1000:g} ms (psutil), "
+            "plus the scratch memory an occlusion method kept from its last map")
 
 
 def format_report(report: dict[str, Any]) -> str:

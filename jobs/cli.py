@@ -10,6 +10,7 @@ JOBS = {
     "explain": "one saliency map for one video",
     "evaluate": "every video of a manifest x every method, on Ray, into a Parquet result store",
     "sanity": "cascade randomization of each method's maps (the paper's Fig. 8)",
+    "focus": "share of each method's map mass inside the target boxes, and where a max-pooled model's features peak",
     "doctor": "which backends this machine has (TensorRT, DALI, CUDA flow) and why not the others",
     "gpu_check": "on a GPU machine: every GPU path (TensorRT, DALI GPU, CUDA flow, 2-actor evaluate) with timings",
     "benchmark": "time maps against plain forward passes (ratios measured in one run)",

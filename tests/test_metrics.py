@@ -8,9 +8,9 @@ import torch
 from scipy.stats import spearmanr
 
 from kernels.filters import blur_frames
-from kernels.metrics import (Faithfulness, Pointing, auc, cascade_layers, cascade_randomization, curve_points,
-                             dataset_pointing, deletion_curve, faithfulness, insertion_curve, pointing_game, rank_order,
-                             spearman)
+from kernels.metrics import (Faithfulness, Pointing, auc, box_energy, cascade_layers, cascade_randomization,
+                             curve_points, dataset_pointing, deletion_curve, faithfulness, insertion_curve,
+                             pointing_game, rank_order, spearman)
 from kernels.scoring import ScoreFunction
 from tests.seeding import seeded
 
@@ -225,3 +225,16 @@ def test_curve_shards_scored_apart_join_into_the_whole_curves():
     assert Faithfulness.of(whole.deletion, whole.insertion) == whole
     with pytest.raises(ValueError, match="unknown curve 'sideways'"):
         curve_points(score, clip, saliency, "sideways", torch.arange(3))
+
+
+def test_box_energy_is_the_positive_mass_inside_boxes_of_boxed_frames():
+    maps = np.zeros((3, 10, 12), dtype=np.float32)
+    maps[0, 2, 3] = 3.0                                    # inside frame 0's box (x 2..5, y 1..3)
+    maps[0, 8, 10] = 1.0                                   # outside it, same frame
+    maps[0, 9, 0] = -5.0                                   # negative: no mass
+    maps[1] = 7.0                                          # a frame without a box is not counted
+    maps[2, 0, 0] = 2.0                                    # frame 2's box (x1 exclusive) ends before x=6
+    boxes = [(0, 2.0, 1.0, 6.0, 4.0), (2, 6.0, 0.0, 12.0, 10.0)]
+    assert box_energy(maps, boxes) == pytest.approx(3.0 / 6.0)
+    assert box_energy(torch.from_numpy(maps), boxes[:1]) == pytest.approx(0.75)
+    assert math.isnan(box_energy(np.zeros((2, 4, 4)), [(0, 0, 0, 4, 4)]))

@@ -66,6 +66,24 @@ def pointing_game(saliency: torch.Tensor | np.ndarray, boxes: Sequence[Box], tol
     return Pointing(hits, len(per_frame))
 
 
+def box_energy(saliency: torch.Tensor | np.ndarray, boxes: Sequence[Box]) -> float:
+    """Share of a (T, H, W) map's positive mass that lies inside the boxes, over the frames that have one (the
+    energy-based pointing game of Score-CAM); NaN when those frames hold no positive mass."""
+    maps = saliency.detach().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
+    positive = np.clip(maps.astype(np.float64), 0, None)
+    frames, height, width = maps.shape
+    inside = np.zeros(maps.shape, dtype=bool)
+    boxed = np.zeros(frames, dtype=bool)
+    for box in boxes:
+        pixels = box_pixels(box, height, width)
+        if pixels is not None and 0 <= box[0] < frames:
+            x_lo, y_lo, x_hi, y_hi = pixels
+            inside[int(box[0]), y_lo:y_hi + 1, x_lo:x_hi + 1] = True
+            boxed[int(box[0])] = True
+    total = positive[boxed].sum()
+    return float(positive[inside].sum() / total) if total > 0 else math.nan
+
+
 def dataset_pointing(per_video: Sequence[tuple[Hashable, Pointing]]) -> tuple[float, float]:
     """(total hits / total frames, mean over classes of each class's hits / frames); classes without frames skipped."""
     by_class: dict[Hashable, list[int]] = defaultdict(lambda: [0, 0])

@@ -1,0 +1,111 @@
+"""`aosa focus`: where each method's map puts its mass, and where a max-pooled model's features peak.
+
+For the first N videos of a boxed manifest it prints, per method, the share of the map's positive mass inside
+the target boxes (the energy-based pointing game) with its 95% interval. For a model whose head pools globally
+by max (AdaptiveMaxPool3d to one value per channel), it also prints the share of channels whose peak position
+lies on the target: a gradient passes a max pool only at that position, so this share says how much of a plain
+gradient map can land on the object at all.
+
+    aosa focus --manifest out/app200/manifest.csv --model probe:appearance --methods saliency,smoothgrad,aosa
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.datasets.manifests import read_manifest
+from engine.errors import ConfigError
+from engine.io.flow import compute_flow, resolve_method
+from engine.io.preprocess import load_clip, model_boxes
+from engine.models.loading import load_model
+from engine.runtime.explain import choose_target
+from jobs.common import add_method_options, method_params, run_guarded
+from kernels.methods import get_method
+from kernels.metrics import box_energy
+from kernels.space import InputSpace
+from schemas.run_config import parse_methods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aosa focus", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True, help="videos with boxes (CSV or Parquet manifest)")
+    parser.add_argument("--model", required=True, help="model SPEC")
+    parser.add_argument("--methods", default="saliency,smoothgrad", help="comma-separated method keys")
+    parser.add_argument("--limit", type=int, default=50, help="first N videos of the manifest")
+    parser.add_argument("--device", default="auto")
+    add_method_options(parser)
+    return parser
+
+
+def peaks_on_target(module: nn.Module, clip: torch.Tensor, boxes: list[tuple[int, int, int, int, int]]) -> float:
+    """Share of the channels of the global max pool's input whose (first) peak's receptive-field centre lies in a
+    box of its frame; NaN for a model with no AdaptiveMaxPool3d to size 1."""
+    pools = [m for m in module.modules() if isinstance(m, nn.AdaptiveMaxPool3d) and m.output_size in (1, (1, 1, 1))]
+    if not pools:
+        return float("nan")
+    captured: list[torch.Tensor] = []
+    handle = pools[-1].register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach()))
+    with torch.no_grad():
+        module(clip.unsqueeze(0))
+    handle.remove()
+    features = captured[0][0]  # (C, T', H', W')
+    (frames, height, width), (t_in, h_in, w_in) = features.shape[1:], clip.shape[1:]
+    t, y, x = np.unravel_index(features.flatten(1).argmax(1).cpu().numpy(), (frames, height, width))
+    centre_t, centre_y, centre_x = ((t + 0.5) * t_in / frames).astype(int), (y + 0.5) * h_in / height, (
+        x + 0.5) * w_in / width
+    inside = [any(f == ct and x0 <= cx < x1 and y0 <= cy < y1 for f, x0, y0, x1, y1 in boxes)
+              for ct, cy, cx in zip(centre_t, centre_y, centre_x)]
+    return float(np.mean(inside))
+
+
+def interval(values: list[float]) -> str:
+    """Mean +- 1.96 standard errors of the finite values, and how many there were."""
+    finite = np.array([v for v in values if np.isfinite(v)])
+    if not len(finite):
+        return "-"
+    half = 1.96 * finite.std(ddof=1) / np.sqrt(len(finite)) if len(finite) > 1 else 0.0
+    return f"{finite.mean():.3f} +-{half:.3f} (n={len(finite)})"
+
+
+def run(args: argparse.Namespace) -> int:
+    base = method_params(args)
+    specs = parse_methods(args.methods, base)
+    model = load_model(args.model, args.device)
+    space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
+    rows = [row for row in read_manifest(args.manifest) if row.boxes][: args.limit]
+    if not rows:
+        raise ConfigError(f"{args.manifest}: no video has boxes")
+    energy: dict[str, list[float]] = {spec.key: [] for spec in specs}
+    peaks = []
+    for row in rows:
+        clip = load_clip(row.path, model.preprocessing)
+        inputs = clip.tensor.to(model.device)
+        boxes = model_boxes(row, clip.geometry, model.preprocessing.frames)
+        flow = compute_flow(clip.frames, resolve_method(base.flow)) if any(
+            get_method(spec.name).needs_flow for spec in specs) else None
+        target, _, _ = choose_target(model, inputs, row.label, base.score)
+        for spec in specs:
+            saliency = get_method(spec.name)(model, spec.params, space).attribute(inputs, target, flow)
+            energy[spec.key].append(box_energy(saliency, boxes))
+        peaks.append(peaks_on_target(model.module, inputs, boxes))
+    print(f"{args.model}, {len(rows)} videos: share of each map's positive mass inside the target boxes")
+    for key, values in energy.items():
+        print(f"  {key:<28} {interval(values)}")
+    print(f"  channels of the global max pool peaking on the target: {interval(peaks)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_guarded("focus", run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
