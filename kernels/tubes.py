@@ -35,17 +35,29 @@ class TubeSet:
         return self.boxes.shape[1]
 
     def masks(self, index: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """Boolean masks (B, T, H, W) of the masks numbered `index`, built on `device`: for each (mask, frame) one
-        (H x G) @ (G x W) product of its tubes' row and column indicators counts the tubes over each pixel."""
+        """Boolean masks (B, T, H, W) of the masks numbered `index`, built on `device`."""
+        return self.counts(index, device) > 0.5
+
+    def weights(self, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The masks numbered `index` as 0/1 floats written into `out` (B, T, H, W), on its device and dtype: a
+        batch after batch reuses one buffer (a fresh one costs page faults on a CPU)."""
+        return self.counts(index, out.device, out).clamp_max_(1)
+
+    def counts(self, index: torch.Tensor, device: torch.device | str | None = None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """How many tubes of each mask cover each voxel, (B, T, H, W) floats: for each (mask, frame) one
+        (H x G) @ (G x W) product of its tubes' row and column indicators (sums of 0/1: exact)."""
         boxes = self.boxes.to(device)[self.groups[index].to(device)]  # (B, G, T, 4)
         count, _, frames, _ = boxes.shape
         rows = torch.arange(self.height, device=boxes.device)
         cols = torch.arange(self.width, device=boxes.device)
         in_rows = (rows >= boxes[..., 0:1]) & (rows < boxes[..., 1:2])  # (B, G, T, H)
         in_cols = (cols >= boxes[..., 2:3]) & (cols < boxes[..., 3:4])  # (B, G, T, W)
-        in_rows = in_rows.float().permute(0, 2, 3, 1).reshape(count * frames, self.height, -1)
-        in_cols = in_cols.float().permute(0, 2, 1, 3).reshape(count * frames, -1, self.width)
-        return torch.bmm(in_rows, in_cols).view(count, frames, self.height, self.width) > 0.5  # sums of 0/1: exact
+        dtype = torch.float32 if out is None else out.dtype
+        in_rows = in_rows.to(dtype).permute(0, 2, 3, 1).reshape(count * frames, self.height, -1)
+        in_cols = in_cols.to(dtype).permute(0, 2, 1, 3).reshape(count * frames, -1, self.width)
+        flat = None if out is None else out.view(count * frames, self.height, self.width)
+        return torch.bmm(in_rows, in_cols, out=flat).view(count, frames, self.height, self.width)
 
     def intersections(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes (B, S, T, 4) where each of the S non-empty subsets of a group's tubes overlap, and their

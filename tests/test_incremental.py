@@ -170,12 +170,12 @@ def test_eval_batch_norm_runs_inside_the_conv_it_alone_reads() -> None:
     folded = IncrementalModel(zoo, clip).prefix.ops
     kept = IncrementalModel(shared, clip).prefix.ops
     by_target = lambda ops: {node.target: op for node, op in ops.items()}  # noqa: E731
-    patch = torch.randn(2, 3, 3, 9, 9)
+    with seeded(1):
+        patch, features = torch.randn(2, 3, 3, 9, 9), torch.randn(2, 6, 3, 5, 5)
     assert by_target(folded)["bn"].run(patch) is patch
     with torch.no_grad():
         stem = by_target(folded)["stem"].run(patch)
         assert torch.allclose(stem, zoo.bn(F.conv3d(patch, zoo.stem.weight, zoo.stem.bias, (1, 2, 2))), atol=1e-5)
-        features = torch.randn(2, 6, 3, 5, 5)
         assert torch.allclose(by_target(kept)["bn"].run(features), shared.bn(features))
         assert not torch.allclose(shared.bn(features), features, atol=1e-2)
 
