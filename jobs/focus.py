@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             saliency = get_method(spec.name)(model, spec.params, space).attribute(inputs, target, flow)
             energy[spec.key].append(box_energy(saliency, boxes))
         peaks.append(peaks_on_target(model.module, inputs, boxes))
+        print(f"{row.video_id}: done", file=sys.stderr)
     print(f"{args.model}, {len(rows)} videos: share of each map's positive mass inside the target boxes")
     for key, values in energy.items():
         print(f"  {key:<28} {interval(values)}")

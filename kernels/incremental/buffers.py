@@ -1,7 +1,7 @@
-"""Scratch memory reused across the layers, plans and fill draws of one clip's incremental passes.
+"""Scratch memory reused across the layers, plans, fill draws and clips of incremental passes.
 
 A fresh tensor of many MiB costs a page fault per page on first touch on a CPU (the C allocator maps and unmaps
-each one): measured here, writing a fresh 0.5 GiB buffer took 2-25x as long as writing a warm one, more than the
+each one): measured here, writing a fresh 0.5 GiB buffer took 3-25x as long as writing a warm one, more than the
 gathers and adds that fill it. The pool hands out views of buffers it keeps and takes one again once nothing
 else holds its storage (the storage's use count), so a caller never returns anything by hand.
 """
@@ -23,7 +23,8 @@ def _idle(buffer: torch.Tensor) -> bool:
 class BufferPool:
     """Flat buffers of one device; `take` returns a shaped view of the smallest idle one that fits, else of a new
     one (idle buffers too small for it are dropped, so the pool holds no more than was once in use at the same
-    time plus the new one). One pool per IncrementalModel, used by one caller at a time."""
+    time plus the new one). Kept by whoever scores clip after clip (an occlusion method, a model worker) and used
+    by one caller at a time."""
 
     def __init__(self) -> None:
         self._buffers: list[torch.Tensor] = []
