@@ -85,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.manifest}: no video has boxes")
     energy: dict[str, list[float]] = {spec.key: [] for spec in specs}
     peaks = []
+    needs_flow = any(get_method(spec.name).needs_flow for spec in specs)
     for row in rows:
         clip = load_clip(row.path, model.preprocessing)
         inputs = clip.tensor.to(model.device)
         boxes = model_boxes(row, clip.geometry, model.preprocessing.frames)
-        flow = compute_flow(clip.frames, resolve_method(base.flow)) if any(
-            get_method(spec.name).needs_flow for spec in specs) else None
+        flow = compute_flow(clip.frames, resolve_method(base.flow)) if needs_flow else None
         target, _, _ = choose_target(model, inputs, row.label, base.score)
         for spec in specs:
             saliency = get_method(spec.name)(model, spec.params, space).attribute(inputs, target, flow)

@@ -5,6 +5,6 @@ from kernels.metrics.faithfulness import (CURVES, STEPS, Faithfulness, auc, curv
 from kernels.metrics.pointing import Pointing, box_energy, dataset_pointing, pointing_game
 from kernels.metrics.sanity import cascade_layers, cascade_randomization, spearman
 
-__all__ = ["CURVES", "STEPS", "Faithfulness", "curve_points", "Pointing", "auc", "box_energy", "cascade_layers", "cascade_randomization", "dataset_pointing",
-           "deletion_curve", "faithfulness", "insertion_curve", "perturbation_curve", "pointing_game", "rank_order",
-           "spearman"]
+__all__ = ["CURVES", "STEPS", "Faithfulness", "curve_points", "Pointing", "auc", "box_energy", "cascade_layers",
+           "cascade_randomization", "dataset_pointing", "deletion_curve", "faithfulness", "insertion_curve",
+           "perturbation_curve", "pointing_game", "rank_order", "spearman"]

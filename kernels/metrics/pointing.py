@@ -47,18 +47,29 @@ def distance(point: tuple[int, int], pixels: tuple[int, int, int, int]) -> float
     return math.hypot(max(x_lo - x, 0, x - x_hi), max(y_lo - y, 0, y - y_hi))
 
 
-def pointing_game(saliency: torch.Tensor | np.ndarray, boxes: Sequence[Box], tolerance: float = 7.0) -> Pointing:
-    """S-PT of a (T, H, W) map: a boxed frame hits when its peak is within `tolerance` px of any of its boxes.
-
-    Boxes are in model-input pixels; boxes with no pixel inside the frame, or a frame outside [0, T), are ignored.
-    """
-    maps = saliency.detach().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
-    frames, height, width = maps.shape
+def _boxes_by_frame(boxes: Sequence[Box], shape: tuple[int, ...]) -> dict[int, list[tuple[int, int, int, int]]]:
+    """Each boxed frame of a (T, H, W) map with the pixel ranges of its boxes; boxes with no pixel inside the frame,
+    or on a frame outside [0, T), are left out."""
+    frames, height, width = shape
     per_frame: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
     for box in boxes:
         pixels = box_pixels(box, height, width)
         if pixels is not None and 0 <= box[0] < frames:
             per_frame[int(box[0])].append(pixels)
+    return per_frame
+
+
+def _numpy(saliency: torch.Tensor | np.ndarray) -> np.ndarray:
+    return saliency.detach().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
+
+
+def pointing_game(saliency: torch.Tensor | np.ndarray, boxes: Sequence[Box], tolerance: float = 7.0) -> Pointing:
+    """S-PT of a (T, H, W) map: a boxed frame hits when its peak is within `tolerance` px of any of its boxes.
+
+    Boxes are in model-input pixels; boxes with no pixel inside the frame, or a frame outside [0, T), are ignored.
+    """
+    maps = _numpy(saliency)
+    per_frame = _boxes_by_frame(boxes, maps.shape)
     hits = 0
     for index, frame_boxes in per_frame.items():
         point = peak(maps[index])
@@ -69,18 +80,14 @@ def pointing_game(saliency: torch.Tensor | np.ndarray, boxes: Sequence[Box], tol
 def box_energy(saliency: torch.Tensor | np.ndarray, boxes: Sequence[Box]) -> float:
     """Share of a (T, H, W) map's positive mass that lies inside the boxes, over the frames that have one (the
     energy-based pointing game of Score-CAM); NaN when those frames hold no positive mass."""
-    maps = saliency.detach().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
+    maps = _numpy(saliency)
     positive = np.clip(maps.astype(np.float64), 0, None)
-    frames, height, width = maps.shape
+    per_frame = _boxes_by_frame(boxes, maps.shape)
     inside = np.zeros(maps.shape, dtype=bool)
-    boxed = np.zeros(frames, dtype=bool)
-    for box in boxes:
-        pixels = box_pixels(box, height, width)
-        if pixels is not None and 0 <= box[0] < frames:
-            x_lo, y_lo, x_hi, y_hi = pixels
-            inside[int(box[0]), y_lo:y_hi + 1, x_lo:x_hi + 1] = True
-            boxed[int(box[0])] = True
-    total = positive[boxed].sum()
+    for frame, frame_boxes in per_frame.items():
+        for x_lo, y_lo, x_hi, y_hi in frame_boxes:
+            inside[frame, y_lo:y_hi + 1, x_lo:x_hi + 1] = True
+    total = positive[list(per_frame)].sum()
     return float(positive[inside].sum() / total) if total > 0 else math.nan
 
 
