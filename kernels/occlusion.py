@@ -8,7 +8,7 @@ import torch
 
 from kernels.fills import Fill
 from kernels.incremental import IncrementalModel
-from kernels.scoring import ScoreFunction, target_scores
+from kernels.scoring import ScoreFunction, batch_format, target_scores
 from kernels.tubes import TubeSet
 
 
@@ -19,7 +19,8 @@ def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.
     """Target scores (len(index),) of the clip with each mask in `index` occluded, averaged over fill draws.
 
     Dense: occluded batches are written into one buffer on the clip's device from box coordinates kept there,
-    so a map allocates no clip-sized tensor per draw. `incremental` (built for this clip): exact logits that
+    so a map allocates no clip-sized tensor per draw; the buffer has the layout the model runs fastest
+    (kernels.scoring.batch_format: channels-last for 3D CNNs on a CPU). `incremental` (built for this clip): exact logits that
     recompute only what each mask changes; then `score` must be a ScoreFunction (its target and kind are used).
     """
     index = torch.arange(len(tubes)) if index is None else index
@@ -27,16 +28,26 @@ def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.
         return _incremental_scores(score, incremental, tubes, fill, index, batch_size)
     device = clip.device
     tubes = TubeSet(tubes.boxes.to(device), tubes.groups.to(device), tubes.height, tubes.width)
-    buffer = torch.empty((min(batch_size, len(index)), *clip.shape), dtype=clip.dtype, device=device)
-    planes = torch.empty((len(buffer), *clip.shape[1:]), dtype=clip.dtype, device=device)  # one 0/1 mask per clip
-    values = [value.expand_as(clip) for value in fill.draws]
+    layout = batch_format(score)
+    buffer = torch.empty((min(batch_size, len(index)), *clip.shape), dtype=clip.dtype, device=device,
+                         memory_format=layout)
+    # Every operand of the lerp walks memory in the batch's order: for channels-last, (T, H, W*C) views with the
+    # masks repeated per channel (a mask broadcast over an innermost channel axis of 3 ran 5x slower).
+    repeat = clip.shape[0] if layout == torch.channels_last_3d else 1
+    laid = _channel_inner if repeat > 1 else (lambda x: x)
+    planes = torch.empty((len(buffer), *clip.shape[1:3], clip.shape[3] * repeat), dtype=clip.dtype, device=device)
+    clean, values = laid(clip), [laid(value.expand_as(clip)) for value in fill.draws]
     results = []
     for chunk in index.to(device).split(batch_size):
         # lerp with 0/1 weights is exactly torch.where(mask, value, clip) (its weight-1 branch returns `end`) and
         # faster on a CPU; with both buffers reused, building a batch costs a small model a few percent of its pass
-        weights = tubes.weights(chunk, planes[:len(chunk)]).unsqueeze(1)  # (B, 1, T, H, W)
+        weights = tubes.weights(chunk, planes[:len(chunk)], repeat)  # (B, T, H, W * repeat)
+        weights = weights.unsqueeze(1) if repeat == 1 else weights
         occluded = buffer[:len(chunk)]
-        total = sum(score(torch.lerp(clip, value, weights, out=occluded)) for value in values)
+        total = 0
+        for value in values:
+            torch.lerp(clean, value, weights, out=laid(occluded))
+            total = total + score(occluded)
         results.append(total / len(fill.draws))
     return torch.cat(results) if results else torch.zeros(0, device=device)
 
@@ -54,6 +65,11 @@ def _incremental_scores(score: Callable[[torch.Tensor], torch.Tensor], increment
                     for value in fill.draws)
         results.append(total / len(fill.draws))
     return torch.cat(results) if results else torch.zeros(0, device=incremental.clip.device)
+
+
+def _channel_inner(tensor: torch.Tensor) -> torch.Tensor:
+    """(..., C, T, H, W) -> (..., T, H, W*C), the memory order of a channels-last tensor (a view of one)."""
+    return tensor.movedim(-4, -1).flatten(-2)
 
 
 def aggregate(tubes: TubeSet, values: torch.Tensor, mode: str = "coverage") -> torch.Tensor:

@@ -9,6 +9,12 @@ import torch
 Model = Callable[[torch.Tensor], torch.Tensor]
 
 
+def batch_format(model: Model) -> torch.memory_format:
+    """The memory layout `model` runs batches fastest in, where it says (`model.batch_format`), else contiguous:
+    builders of clip batches (occlusion) write them in it."""
+    return getattr(model, "batch_format", torch.contiguous_format)
+
+
 def target_scores(logits: torch.Tensor, target: int, kind: str = "prob") -> torch.Tensor:
     """Scores (B,) of class `target` from logits (B, classes)."""
     if kind == "prob":
@@ -23,6 +29,7 @@ class ScoreFunction:
 
     def __init__(self, model: Model, target: int, kind: str = "prob") -> None:
         self.model, self.target, self.kind = model, target, kind
+        self.batch_format = batch_format(model)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return target_scores(self.model(batch), self.target, self.kind)

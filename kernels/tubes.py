@@ -38,26 +38,27 @@ class TubeSet:
         """Boolean masks (B, T, H, W) of the masks numbered `index`, built on `device`."""
         return self.counts(index, device) > 0.5
 
-    def weights(self, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """The masks numbered `index` as 0/1 floats written into `out` (B, T, H, W), on its device and dtype: a
-        batch after batch reuses one buffer (a fresh one costs page faults on a CPU)."""
-        return self.counts(index, out.device, out).clamp_max_(1)
+    def weights(self, index: torch.Tensor, out: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+        """The masks numbered `index` as 0/1 floats written into `out` (B, T, H, W * repeat), on its device and
+        dtype: a batch after batch reuses one buffer (a fresh one costs page faults on a CPU)."""
+        return self.counts(index, out.device, out, repeat).clamp_max_(1)
 
     def counts(self, index: torch.Tensor, device: torch.device | str | None = None,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-        """How many tubes of each mask cover each voxel, (B, T, H, W) floats: for each (mask, frame) one
-        (H x G) @ (G x W) product of its tubes' row and column indicators (sums of 0/1: exact)."""
+               out: torch.Tensor | None = None, repeat: int = 1) -> torch.Tensor:
+        """How many tubes of each mask cover each voxel, (B, T, H, W * repeat) floats, each column `repeat` times
+        (a channels-last clip's channels): for each (mask, frame) one (H x G) @ (G x W) product of its tubes'
+        row and column indicators (sums of 0/1: exact)."""
         boxes = self.boxes.to(device)[self.groups[index].to(device)]  # (B, G, T, 4)
         count, _, frames, _ = boxes.shape
         rows = torch.arange(self.height, device=boxes.device)
-        cols = torch.arange(self.width, device=boxes.device)
+        cols = torch.arange(self.width * repeat, device=boxes.device) // repeat
         in_rows = (rows >= boxes[..., 0:1]) & (rows < boxes[..., 1:2])  # (B, G, T, H)
-        in_cols = (cols >= boxes[..., 2:3]) & (cols < boxes[..., 3:4])  # (B, G, T, W)
+        in_cols = (cols >= boxes[..., 2:3]) & (cols < boxes[..., 3:4])  # (B, G, T, W * repeat)
         dtype = torch.float32 if out is None else out.dtype
         in_rows = in_rows.to(dtype).permute(0, 2, 3, 1).reshape(count * frames, self.height, -1)
-        in_cols = in_cols.to(dtype).permute(0, 2, 1, 3).reshape(count * frames, -1, self.width)
-        flat = None if out is None else out.view(count * frames, self.height, self.width)
-        return torch.bmm(in_rows, in_cols, out=flat).view(count, frames, self.height, self.width)
+        in_cols = in_cols.to(dtype).permute(0, 2, 1, 3).reshape(count * frames, -1, len(cols))
+        flat = None if out is None else out.view(count * frames, self.height, len(cols))
+        return torch.bmm(in_rows, in_cols, out=flat).view(count, frames, self.height, len(cols))
 
     def intersections(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Boxes (B, S, T, 4) where each of the S non-empty subsets of a group's tubes overlap, and their

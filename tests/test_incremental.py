@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from kernels.fills import make_fill
+from kernels.fills import Fill, make_fill
 from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
 from kernels.incremental.buffers import BufferPool
 from kernels.incremental.shares import changed_outputs, flop_shares
@@ -548,25 +548,40 @@ def test_dense_path_writes_every_draw_into_one_buffer() -> None:
     assert len(seen) == 3 * 3 and len(set(seen)) == 1
 
 
+class Checked:
+    """A score function that checks each batch it gets against torch.where(mask, fill, clip) and its layout
+    against the one it asks for (`batch_format`, as a LoadedModel does), then scores it."""
+
+    def __init__(self, clip: torch.Tensor, tubes: TubeSet, fill: Fill, chunks: tuple[torch.Tensor, ...],
+                 batch_format: torch.memory_format, writes_input: bool) -> None:
+        self.clip, self.tubes, self.fill, self.chunks = clip, tubes, fill, chunks
+        self.batch_format, self.writes_input = batch_format, writes_input
+        self.mismatches: list[int] = []
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        call = len(self.mismatches)
+        masks = self.tubes.masks(self.chunks[call // 2], self.clip.device).unsqueeze(1)
+        expected = torch.where(masks, self.fill.draws[call % 2], self.clip)
+        assert batch.is_contiguous(memory_format=self.batch_format)
+        self.mismatches.append(int((batch != expected).sum()))
+        if self.writes_input:
+            batch.mul_(-1)
+        return batch.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
 @pytest.mark.parametrize("writes_input", [False, True])
-def test_each_occluded_batch_is_the_clip_with_its_masks_filled(device: torch.device, writes_input: bool) -> None:
+def test_each_occluded_batch_is_the_clip_with_its_masks_filled(device: torch.device, writes_input: bool,
+                                                               layout: torch.memory_format) -> None:
     """Every batch written into the reused buffer (each draw, a short last one, and after a model that writes
-    into its input) equals torch.where(mask, fill, clip)."""
+    into its input) equals torch.where(mask, fill, clip), in the layout the model asks for."""
     clip = clip_of(4, 16).to(device)
     tubes = case_tubes(4, 16, 16)
     fill = make_fill("conditional", clip, InputSpace(), samples=2)
     chunks = torch.arange(len(tubes)).split(3)  # 3, 3 and a short last batch of 2, each scored with both draws
-    mismatches = []
-
-    def score(batch: torch.Tensor) -> torch.Tensor:
-        call = len(mismatches)
-        masks = tubes.masks(chunks[call // 2], device).unsqueeze(1)
-        mismatches.append(int((batch != torch.where(masks, fill.draws[call % 2], clip)).sum()))
-        if writes_input:
-            batch.mul_(-1)
-        return batch.flatten(1).sum(1)
+    score = Checked(clip, tubes, fill, chunks, layout, writes_input)
     occlusion_scores(score, clip, tubes, fill, batch_size=3)
-    assert mismatches == [0] * 2 * len(chunks)
+    assert score.mismatches == [0] * 2 * len(chunks)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -250,3 +250,45 @@ def test_unknown_device_is_a_model_error(device: str) -> None:
 def test_auto_device_picks_cuda_only_when_available() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert load_model("probe3d", "auto").device.type == expected
+
+
+# Every zoo entry marked channels-last, with a small clip it accepts; the full-size ones are slow.
+CHANNELS_LAST_CLIPS = {
+    "probe3d": SMALL, "probe": SMALL, "probe:motion": SMALL, "probe:appearance": SMALL,
+    "torchvision:r3d_18": (3, 8, 64, 64), "torchvision:mc3_18": (3, 8, 64, 64),
+    "torchvision:r2plus1d_18": (3, 8, 64, 64), "hara:r3d_50": (3, 8, 64, 64), "hara:r2plus1d_50": (3, 8, 64, 64),
+    "pytorchvideo:x3d_xs": (3, 4, 160, 160),
+}
+CHANNELS_LAST_SLOW = {"torchvision:s3d": (3, 16, 224, 224), "pytorchvideo:slowfast_r50": (3, 32, 224, 224),
+                      "pytorchvideo:x3d_s": (3, 13, 160, 160), "pytorchvideo:x3d_m": (3, 16, 224, 224)}
+
+
+def test_every_channels_last_zoo_entry_is_checked_and_transformers_are_not_marked() -> None:
+    marked = {name for name, entry in ZOO.items() if entry.channels_last}
+    assert marked == set(CHANNELS_LAST_CLIPS) | set(CHANNELS_LAST_SLOW)
+    assert not {"torchvision:mvit_v1_b", "torchvision:mvit_v2_s", "torchvision:swin3d_t"} & marked
+
+
+@pytest.mark.parametrize("name", [*CHANNELS_LAST_CLIPS, *(pytest.param(name, marks=pytest.mark.slow)
+                                                           for name in CHANNELS_LAST_SLOW)])
+def test_channels_last_batches_give_the_contiguous_logits(name: str) -> None:
+    """A zoo CNN asks for channels-last batches on a CPU (oneDNN runs them faster) and scores them as it scores
+    contiguous ones, to float rounding (the convolutions sum in another order)."""
+    if name.startswith("pytorchvideo:"):
+        pytest.importorskip("pytorchvideo.models.hub")
+    loaded = load_model(name)
+    assert loaded.batch_format == torch.channels_last_3d
+    batch = clips(2, {**CHANNELS_LAST_CLIPS, **CHANNELS_LAST_SLOW}[name])
+    with torch.no_grad():
+        contiguous, channels_last = loaded(batch), loaded(batch.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(channels_last, contiguous, rtol=1e-4, atol=1e-5)
+
+
+def test_models_without_a_channels_last_mark_or_compiled_take_contiguous_batches(tmp_path: Path,
+                                                                                probe: nn.Module) -> None:
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.trace(probe, clips(1)), path)
+    assert load_model(str(path)).batch_format == torch.contiguous_format  # a file: nothing says it is a CNN
+    compiled = load_model("probe3d")
+    compiled.compiled = compiled.module
+    assert compiled.batch_format == torch.contiguous_format  # engines were not measured

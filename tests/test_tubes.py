@@ -76,6 +76,18 @@ def test_masks_are_unions_of_group_tubes():
         assert torch.equal(masks[row], dense_mask(tubes, i))
 
 
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_weights_are_the_masks_as_0_1_floats_each_column_repeated(repeat: int):
+    """What a channels-last batch's lerp reads: mask voxel (t, y, x) at columns x*repeat .. x*repeat + repeat-1."""
+    tubes = random_tubes(seed=1)
+    index = torch.tensor([2, 11, 29])
+    out = torch.full((3, tubes.frames, tubes.height, tubes.width * repeat), 7.0)
+    weights = tubes.weights(index, out, repeat)
+    assert weights.data_ptr() == out.data_ptr()
+    dense = torch.stack([dense_mask(tubes, i) for i in index.tolist()]).float()
+    assert torch.equal(weights, dense.repeat_interleave(repeat, dim=-1))
+
+
 def test_box_arithmetic_matches_dense_masks():
     tubes = random_tubes(seed=3, top_k=4)
     voxels = torch.randn(tubes.frames, tubes.height, tubes.width, dtype=torch.float64)

@@ -21,6 +21,11 @@ class CountingModel:
         """The wrapped torch module (Grad-CAM hooks its layers; calls still go through this wrapper)."""
         return self.model.module
 
+    @property
+    def batch_format(self) -> torch.memory_format:
+        """The wrapped model's batch layout (kernels.scoring.batch_format)."""
+        return self.model.batch_format
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         logits = self.model(batch)

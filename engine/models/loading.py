@@ -43,6 +43,7 @@ class LoadedModel:
     spec: str
     device: torch.device
     compiled: nn.Module | None = None  # a compiled engine (engine.models.backends) for passes that need no gradient
+    channels_last: bool = False  # a 3D CNN whose passes run faster on channels-last batches (the zoo says which)
     _num_classes: int | None = field(default=None, init=False, repr=False)
 
     def __call__(self, batch: Tensor) -> Tensor:
@@ -52,6 +53,14 @@ class LoadedModel:
         if self.compiled is not None and not torch.is_grad_enabled():
             return self.compiled(batch)
         return self.module(batch)
+
+    @property
+    def batch_format(self) -> torch.memory_format:
+        """The layout to build batches in: channels-last for a zoo 3D CNN run eagerly on a CPU (oneDNN's conv3d
+        then needs no reorder: the probe's passes ran 25% faster, r3d_18's 8%); contiguous elsewhere (on GPUs
+        and compiled engines it was not measured)."""
+        fast = self.channels_last and self.device.type == "cpu" and self.compiled is None
+        return torch.channels_last_3d if fast else torch.contiguous_format
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +102,7 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> LoadedModel:
     """Resolve `spec` to a LoadedModel on `device`; every failure is a one-line ModelError."""
     target = resolve_device(device)
     name, sep, weights = spec.partition("=")
+    entry = ZOO.get(name if sep else spec)
     if sep and name in ZOO:
         module = _load_weights(name, _model_file(weights))
         preprocessing = _matching_classes(_sidecar(weights, ZOO[name].preprocessing), module, name)
@@ -106,7 +116,8 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> LoadedModel:
     else:
         unknown = f"unknown model name {name!r}" if sep else "unknown model spec"
         raise ModelError(f"{spec}: {unknown}; known names: {', '.join(ZOO)}; or {FILE_FORMS}")
-    return LoadedModel(module.to(target), preprocessing, spec, target)
+    return LoadedModel(module.to(target), preprocessing, spec, target,
+                       channels_last=entry is not None and entry.channels_last)
 
 
 def _model_file(spec_path: str) -> Path:
