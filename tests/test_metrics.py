@@ -105,6 +105,25 @@ def test_batching_does_not_change_results_and_bounds_batches():
         faithfulness(one, clip, saliency[:2])
 
 
+class ChannelsLastScore(LinearScore):
+    """A LinearScore that asks for channels-last batches (as a zoo CNN on a CPU does) and checks it gets them."""
+
+    batch_format = torch.channels_last_3d
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        assert batch.is_contiguous(memory_format=torch.channels_last_3d)
+        return super().__call__(batch)
+
+
+def test_curves_in_channels_last_batches_equal_the_contiguous_ones():
+    clip = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    saliency = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(6))
+    contiguous = faithfulness(LinearScore(clip.shape), clip, saliency, batch_size=5)
+    channels_last = faithfulness(ChannelsLastScore(clip.shape), clip, saliency, batch_size=5)
+    assert torch.equal(channels_last.deletion, contiguous.deletion)
+    assert torch.equal(channels_last.insertion, contiguous.insertion)
+
+
 def peaked(shape: tuple[int, int, int], peaks: dict[int, tuple[int, int]]) -> np.ndarray:
     """A map that is 0 except 1 at (x, y) in the given frames."""
     maps = np.zeros(shape, dtype=np.float32)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.filters import blur_frames
+from kernels.scoring import batch_format
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,19 +52,27 @@ def perturbation_curve(score: Score, start: torch.Tensor, end: torch.Tensor, ord
     """Scores as voxels move from `start` to `end` (C, T, H, W), ceil(THW / steps) per step in `order`: at
     every step 0..steps, or only at `points` (a subset, so a curve can be scored in shards).
 
-    A voxel moves all channels; the step clips are built `batch_size` at a time.
+    A voxel moves all channels; the step clips are built `batch_size` at a time, in the layout the model runs
+    fastest (kernels.scoring.batch_format).
     """
     channels, voxels = start.shape[0], order.numel()
     per_step = math.ceil(voxels / steps)
     rank = torch.empty(voxels, dtype=torch.long, device=start.device)
     rank[order.to(start.device)] = torch.arange(voxels, device=start.device)
-    start_flat, end_flat = start.reshape(channels, 1, voxels), end.reshape(channels, 1, voxels)
     points = torch.arange(steps + 1) if points is None else points
     scores = []
+    inner = batch_format(score) == torch.channels_last_3d  # then build (b, THW*C): the channel innermost, as in memory
+    if inner:
+        rank = rank.repeat_interleave(channels)
+        start_flat, end_flat = (x.movedim(0, -1).reshape(-1) for x in (start, end))
+    else:
+        start_flat, end_flat = start.reshape(channels, 1, voxels), end.reshape(channels, 1, voxels)
     for chunk in points.to(start.device).split(batch_size):
-        moved = rank < (chunk * per_step)[:, None]                        # (b, THW)
-        batch = torch.where(moved, end_flat, start_flat).transpose(0, 1)  # (b, C, THW)
-        scores.append(score(batch.reshape(-1, *start.shape)).detach().cpu())
+        moved = rank < (chunk * per_step)[:, None]  # (b, THW) or (b, THW*C)
+        batch = torch.where(moved, end_flat, start_flat)
+        batch = (batch.view(-1, *start.shape[1:], channels).movedim(-1, 1) if inner  # (b, C, T, H, W) of either
+                 else batch.transpose(0, 1).reshape(-1, *start.shape))
+        scores.append(score(batch).detach().cpu())
     return torch.cat(scores) if scores else torch.zeros(0)
 
 
