@@ -192,9 +192,10 @@ class RecordingModel(CountingModel):
         return super().__call__(batch)
 
 
-def forward_passes(model: LoadedModel, clip: torch.Tensor, sizes: list[int]) -> Callable[[], None]:
-    """Forward passes alone (no grad) on batches of `sizes` copies of `clip`, built before any timing."""
-    batch = clip.unsqueeze(0).expand(max(sizes), *clip.shape).contiguous()
+def forward_passes(model: LoadedModel, clip: torch.Tensor, sizes: list[int],
+                   layout: torch.memory_format = torch.contiguous_format) -> Callable[[], None]:
+    """Forward passes alone (no grad) on batches of `sizes` copies of `clip` in `layout`, built before any timing."""
+    batch = clip.unsqueeze(0).expand(max(sizes), *clip.shape).contiguous(memory_format=layout)
 
     def run() -> None:
         with torch.no_grad():
@@ -217,7 +218,9 @@ def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, par
                   clip: torch.Tensor, target: int, flow: torch.Tensor) -> list[Stage]:
     """The reference stage and the map stages of a method; one untimed recorded map is the warm-up. An exact
     occlusion method gets a dense and (where the model traces) an incremental map, both over the same dense
-    forward passes; `NAME` itself is the path the params choose (`--incremental`, default auto)."""
+    forward passes on contiguous batches; `NAME:forwards:fed` replays them in the layout the dense path builds
+    batches in, where that differs (its overhead over them); `NAME` itself is the path the params choose
+    (`--incremental`, default auto)."""
     name = method_class.name
     space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
     recorder = RecordingModel(model)
@@ -230,6 +233,9 @@ def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, par
         return [reference, Stage(name, lambda: method.attribute(clip, target, flow), recorder.clips, reference.name)]
     reference = Stage(f"{name}:forwards", forward_passes(model, clip, recorder.batch_sizes), recorder.clips)
     stages = [reference]
+    if model.batch_format != torch.contiguous_format:  # the dense path feeds another layout: time those passes too
+        stages.append(Stage(f"{name}:forwards:fed", forward_passes(model, clip, recorder.batch_sizes,
+                                                                   model.batch_format), recorder.clips))
     for path in ("dense", "incremental"):
         mode = {"dense": "off", "incremental": "on"}[path]
         method = method_class(model, dataclasses.replace(params, incremental=mode), space)
@@ -287,13 +293,16 @@ def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[E
     } for stage in stages}
     speedups = {cls.name: by_name[f"{cls.name}:dense"].median / by_name[f"{cls.name}:incremental"].median
                 for cls in methods if f"{cls.name}:incremental" in by_name}
+    overheads = {cls.name: by_name[f"{cls.name}:dense"].median / by_name[f"{cls.name}:forwards:fed"].median
+                 for cls in methods if f"{cls.name}:forwards:fed" in by_name}
     counted = {cls.name: dataclasses.asdict(flop_shares(incremental_for(model, clip, "on"),
                                                         cls.tubes(params, clip, flow), params.batch_size))
                for cls in methods if f"{cls.name}:incremental" in by_name}
     return {
-        "speedups": speedups, "flop_shares": counted,
+        "speedups": speedups, "overheads": overheads, "flop_shares": counted,
         "model": model.spec, "device": describe_device(model.device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "clip": list(clip.shape), "target": target,
+        "threads": torch.get_num_threads(), "batch_format": str(model.batch_format).removeprefix("torch."),
+        "clip": list(clip.shape), "target": target,
         "anchors": len(grid_anchors(prep.height, prep.width, params.stride)), "batch_size": params.batch_size,
         "repeats": repeats, "params": params.to_dict(), "memory": memory_metric(model.device), "stages": results,
         "ratios": {name: stage["ratio"] for name, stage in results.items() if stage["ratio"] is not None},
@@ -322,7 +331,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"model      {report['model']}   clip {'x'.join(map(str, report['clip']))}   target {report['target']}",
         f"device     {report['device']}   backend {report.get('backend', 'eager')}   torch {report['torch']}   "
-        f"threads {report['threads']}",
+        f"threads {report['threads']}   batches {report['batch_format']}",
         f"N          {report['anchors']} anchors (stride {params['stride']}, mask {params['mask']}, "
         f"top-k {params['top_k']})   batch size {report['batch_size']}   repeats {report['repeats']} (median)",
         "n_forward  clips scored, the clean clip's one included (exact AOSA: N + 1; NAME:incremental scores the",
@@ -338,6 +347,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
     lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
               for name, speedup in report["speedups"].items()]
+    lines += [f"overhead   {name}: dense seconds / the same passes on batches laid out as the dense path builds them "
+              f"= {overhead:.3f}" for name, overhead in report.get("overheads", {}).items()]
     lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; each "
               f"mask's exactly changed outputs are {shares['changed']:.3f} (sharing tiles between masks can go below this)"
               for name, shares in report.get("flop_shares", {}).items()]

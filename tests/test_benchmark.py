@@ -17,10 +17,14 @@ def test_benchmark_reports_stages_counts_and_ratios(tmp_path, capsys):
     anchors = len(grid_anchors(112, 112, 32))
     assert report["anchors"] == anchors == 9
     stages = report["stages"]
-    assert set(stages) == {"flow:farneback", "aosa:forwards", "aosa:dense", "aosa:incremental", "aosa",
-                           "aosa-approx:fwd+bwd", "aosa-approx"}
+    assert set(stages) == {"flow:farneback", "aosa:forwards", "aosa:forwards:fed", "aosa:dense", "aosa:incremental",
+                           "aosa", "aosa-approx:fwd+bwd", "aosa-approx"}
+    # the probe on a CPU takes channels-last batches: the same passes fed so are the dense path's own floor
+    assert report["batch_format"] == "channels_last_3d" and stages["aosa:forwards:fed"]["reference"] is None
+    assert report["overheads"]["aosa"] == pytest.approx(stages["aosa:dense"]["seconds"]
+                                                       / stages["aosa:forwards:fed"]["seconds"])
     # exact AOSA scores the clean clip once and each of the N occluded clips once, whichever path scores them
-    for name in ("aosa", "aosa:dense", "aosa:incremental", "aosa:forwards"):
+    for name in ("aosa", "aosa:dense", "aosa:incremental", "aosa:forwards", "aosa:forwards:fed"):
         assert stages[name]["n_forward"] == anchors + 1, name
     for name in ("aosa", "aosa:dense", "aosa:incremental"):
         assert stages[name]["reference"] == "aosa:forwards" and report["ratios"][name] == stages[name]["ratio"]
@@ -39,6 +43,7 @@ def test_benchmark_reports_stages_counts_and_ratios(tmp_path, capsys):
     assert f"each mask's exactly changed outputs are {shares['changed']:.3f}" in printed
     assert "probe3d" in printed and "aosa:forwards" in printed and "peak MiB" in printed
     assert "aosa: dense seconds / incremental seconds = " in printed
+    assert "batches channels_last_3d" in printed and "aosa: dense seconds / the same passes on batches laid" in printed
 
 
 def test_benchmark_rejects_unknown_method_in_one_line(capsys):
