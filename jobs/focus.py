@@ -28,7 +28,7 @@ from engine.models.loading import load_model
 from engine.runtime.explain import choose_target
 from jobs.common import add_method_options, method_params, run_guarded
 from kernels.methods import get_method
-from kernels.metrics import box_energy
+from kernels.metrics import box_energy, pointing_game
 from kernels.space import InputSpace
 from schemas.run_config import parse_methods
 
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"{args.manifest}: no video has boxes")
     energy: dict[str, list[float]] = {spec.key: [] for spec in specs}
+    pointing: dict[str, list[float]] = {spec.key: [] for spec in specs}
     peaks = []
     needs_flow = any(get_method(spec.name).needs_flow for spec in specs)
     for row in rows:
@@ -95,11 +96,13 @@ def run(args: argparse.Namespace) -> int:
         for spec in specs:
             saliency = get_method(spec.name)(model, spec.params, space).attribute(inputs, target, flow)
             energy[spec.key].append(box_energy(saliency, boxes))
+            pointing[spec.key].append(pointing_game(saliency, boxes).rate)
         peaks.append(peaks_on_target(model.module, inputs, boxes))
         print(f"{row.video_id}: done", file=sys.stderr)
-    print(f"{args.model}, {len(rows)} videos: share of each map's positive mass inside the target boxes")
+    print(f"{args.model}, {len(rows)} videos: share of each map's positive mass inside the target boxes, "
+          f"and S-PT (share of boxed frames whose peak hits), per video")
     for key, values in energy.items():
-        print(f"  {key:<28} {interval(values)}")
+        print(f"  {key:<28} mass {interval(values):<26} S-PT {interval(pointing[key])}")
     print(f"  channels of the global max pool peaking on the target: {interval(peaks)}")
     return 0
 

@@ -37,6 +37,8 @@ def test_focus_prints_each_methods_share_inside_the_boxes(tmp_path, capsys):
     assert main(["--manifest", str(manifest), "--model", "probe3d", "--methods", "saliency,random"]) == 0
     out = capsys.readouterr().out
     assert "1 videos" in out
-    share = float(out.split("random")[1].split()[0])
+    fields = out.split("random")[1].split()
+    share, spt = float(fields[fields.index("mass") + 1]), float(fields[fields.index("S-PT") + 1])
     assert 0.4 < share < 0.6  # a uniform random map puts half its mass in half the frame
+    assert 0 < spt < 1 and (spt * 16) == pytest.approx(round(spt * 16), abs=1e-3)  # its peak hits some of 16 frames
     assert "peaking on the target: -" in out  # probe3d pools by average
