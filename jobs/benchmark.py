@@ -347,8 +347,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{stage['reference'] or '-':<20} {stage['peak_mib']:>9.1f}")
     lines += [f"speed-up   {name}: dense seconds / incremental seconds = {speedup:.2f}"
               for name, speedup in report["speedups"].items()]
-    lines += [f"overhead   {name}: dense seconds / the same passes on batches laid out as the dense path builds them "
-              f"= {overhead:.3f}" for name, overhead in report.get("overheads", {}).items()]
+    lines += [f"overhead   {name}: dense seconds / the same passes on batches laid out as the dense path builds "
+              f"them = {overhead:.3f}" for name, overhead in report.get("overheads", {}).items()]
     lines += [f"counted    {name}: the incremental plan computes {shares['planned']:.3f} of the dense flops; each "
               f"mask's exactly changed outputs are {shares['changed']:.3f} (sharing tiles between masks can go below this)"
               for name, shares in report.get("flop_shares", {}).items()]

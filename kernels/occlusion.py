@@ -20,8 +20,9 @@ def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.
 
     Dense: occluded batches are written into one buffer on the clip's device from box coordinates kept there,
     so a map allocates no clip-sized tensor per draw; the buffer has the layout the model runs fastest
-    (kernels.scoring.batch_format: channels-last for 3D CNNs on a CPU). `incremental` (built for this clip): exact logits that
-    recompute only what each mask changes; then `score` must be a ScoreFunction (its target and kind are used).
+    (kernels.scoring.batch_format: channels-last for 3D CNNs on a CPU). `incremental` (built for this clip):
+    exact logits that recompute only what each mask changes; then `score` must be a ScoreFunction (its target
+    and kind are used).
     """
     index = torch.arange(len(tubes)) if index is None else index
     if incremental is not None:

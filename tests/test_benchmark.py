@@ -43,7 +43,7 @@ def test_benchmark_reports_stages_counts_and_ratios(tmp_path, capsys):
     assert f"each mask's exactly changed outputs are {shares['changed']:.3f}" in printed
     assert "probe3d" in printed and "aosa:forwards" in printed and "peak MiB" in printed
     assert "aosa: dense seconds / incremental seconds = " in printed
-    assert "batches channels_last_3d" in printed and "aosa: dense seconds / the same passes on batches laid" in printed
+    assert "batches channels_last_3d" in printed and "aosa: dense seconds / the same passes on batches" in printed
 
 
 def test_benchmark_rejects_unknown_method_in_one_line(capsys):

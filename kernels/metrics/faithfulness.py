@@ -61,7 +61,7 @@ def perturbation_curve(score: Score, start: torch.Tensor, end: torch.Tensor, ord
     rank[order.to(start.device)] = torch.arange(voxels, device=start.device)
     points = torch.arange(steps + 1) if points is None else points
     scores = []
-    inner = batch_format(score) == torch.channels_last_3d  # then build (b, THW*C): the channel innermost, as in memory
+    inner = batch_format(score) == torch.channels_last_3d  # then build (b, THW*C): channel innermost, as in memory
     if inner:
         rank = rank.repeat_interleave(channels)
         start_flat, end_flat = (x.movedim(0, -1).reshape(-1) for x in (start, end))
