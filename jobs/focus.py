@@ -4,7 +4,9 @@ For the first N videos of a boxed manifest it prints, per method, the share of t
 the target boxes (the energy-based pointing game) with its 95% interval. For a model whose head pools globally
 by max (AdaptiveMaxPool3d to one value per channel), it also prints the share of channels whose peak position
 lies on the target: a gradient passes a max pool only at that position, so this share says how much of a plain
-gradient map can land on the object at all.
+gradient map can land on the object at all. And it prints the target probability with the clip blurred as STEP
+blurs it except inside the target's boxes in one frame, two, or all: how many frames of the target the model
+needs, i.e. how much of the clip a mask that keeps the score must keep.
 
     aosa focus --manifest out/app200/manifest.csv --model probe:appearance --methods saliency,smoothgrad,aosa
 """
@@ -28,7 +30,10 @@ from engine.models.loading import load_model
 from engine.runtime.explain import choose_target
 from jobs.common import add_method_options, method_params, run_guarded
 from kernels.methods import get_method
+from kernels.methods.step import substrate
 from kernels.metrics import box_energy, pointing_game
+from kernels.metrics.pointing import Box, box_pixels
+from kernels.scoring import ScoreFunction
 from kernels.space import InputSpace
 from schemas.run_config import parse_methods
 
@@ -66,6 +71,31 @@ def peaks_on_target(module: nn.Module, clip: torch.Tensor, boxes: list[tuple[int
     return float(np.mean(inside))
 
 
+def kept_frame_sets(frames: int) -> dict[str, set[int]]:
+    """The frames whose target boxes kept_target_scores keeps, by name."""
+    return {"none": set(), f"frame {frames // 2}": {frames // 2},
+            f"frames {frames // 4},{3 * frames // 4}": {frames // 4, 3 * frames // 4}, "all": set(range(frames))}
+
+
+def kept_target_scores(score: ScoreFunction, clip: torch.Tensor, boxes: list[Box],
+                       kept: dict[str, set[int]]) -> dict[str, float]:
+    """Target score of the (C, T, H, W) clip blurred as STEP blurs it but inside the boxes of each set of frames in
+    `kept`, and of the clip itself ("clip")."""
+    blurred, (height, width) = substrate(clip), clip.shape[-2:]
+    batch = [clip]
+    for frames in kept.values():
+        partial = blurred.clone()
+        for box in boxes:
+            pixels = box_pixels(box, height, width)
+            if box[0] in frames and pixels is not None:
+                x_lo, y_lo, x_hi, y_hi = pixels
+                partial[:, box[0], y_lo:y_hi + 1, x_lo:x_hi + 1] = clip[:, box[0], y_lo:y_hi + 1, x_lo:x_hi + 1]
+        batch.append(partial)
+    with torch.no_grad():
+        scores = score(torch.stack(batch)).tolist()
+    return dict(zip(["clip", *kept], scores))
+
+
 def interval(values: list[float]) -> str:
     """Mean +- 1.96 standard errors of the finite values, and how many there were."""
     finite = np.array([v for v in values if np.isfinite(v)])
@@ -86,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     energy: dict[str, list[float]] = {spec.key: [] for spec in specs}
     pointing: dict[str, list[float]] = {spec.key: [] for spec in specs}
     peaks = []
+    kept = kept_frame_sets(model.preprocessing.frames)
+    kept_scores: dict[str, list[float]] = {name: [] for name in ["clip", *kept]}
     needs_flow = any(get_method(spec.name).needs_flow for spec in specs)
     for row in rows:
         clip = load_clip(row.path, model.preprocessing)
@@ -98,12 +130,17 @@ def run(args: argparse.Namespace) -> int:
             energy[spec.key].append(box_energy(saliency, boxes))
             pointing[spec.key].append(pointing_game(saliency, boxes).rate)
         peaks.append(peaks_on_target(model.module, inputs, boxes))
+        for name, value in kept_target_scores(ScoreFunction(model, target, base.score), inputs, boxes, kept).items():
+            kept_scores[name].append(value)
         print(f"{row.video_id}: done", file=sys.stderr)
     print(f"{args.model}, {len(rows)} videos: share of each map's positive mass inside the target boxes, "
           f"and S-PT (share of boxed frames whose peak hits), per video")
     for key, values in energy.items():
         print(f"  {key:<28} mass {interval(values):<26} S-PT {interval(pointing[key])}")
     print(f"  channels of the global max pool peaking on the target: {interval(peaks)}")
+    print(f"target {base.score}, the clip blurred as STEP blurs it except in the target's boxes of")
+    for name, values in kept_scores.items():
+        print(f"  {'(the clip itself)' if name == 'clip' else name:<28} {interval(values)}")
     return 0
 
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from engine.datasets.manifests import write_manifest
-from jobs.focus import main, peaks_on_target
+from jobs.focus import kept_frame_sets, kept_target_scores, main, peaks_on_target
+from kernels.scoring import ScoreFunction
 from schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 
@@ -42,3 +43,29 @@ def test_focus_prints_each_methods_share_inside_the_boxes(tmp_path, capsys):
     assert 0.4 < share < 0.6  # a uniform random map puts half its mass in half the frame
     assert 0 < spt < 1 and (spt * 16) == pytest.approx(round(spt * 16), abs=1e-3)  # its peak hits some of 16 frames
     assert "peaking on the target: -" in out  # probe3d pools by average
+    assert "the clip blurred as STEP blurs it" in out and "frames 4,12" in out
+
+
+class BoxSum(nn.Module):
+    """Logit 0 = the mean of channel 0 inside one box of given frames: only those pixels move the score."""
+
+    def __init__(self, frames: list[int], box: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.frames, self.box = frames, box
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x0, y0, x1, y1 = self.box
+        inside = batch[:, 0, self.frames, y0:y1, x0:x1].mean(dim=(1, 2, 3))
+        return torch.stack([inside, torch.zeros_like(inside)], dim=1)
+
+
+def test_kept_target_scores_keep_the_clip_only_inside_the_boxes_of_the_chosen_frames():
+    clip = torch.zeros(3, 8, 32, 32)
+    clip[0, :, 8:16, 8:16] = 1.0  # a bright square in every frame, the only non-zero pixels
+    boxes = [(frame, 8.0, 8.0, 16.0, 16.0) for frame in range(8)]
+    score = ScoreFunction(BoxSum([4], (8, 8, 16, 16)), target=0, kind="logit")  # reads the square in frame 4
+    kept = kept_frame_sets(8)
+    assert list(kept) == ["none", "frame 4", "frames 2,6", "all"]
+    scores = kept_target_scores(score, clip, boxes, kept)
+    assert scores["clip"] == 1.0 and scores["frame 4"] == 1.0 and scores["all"] == 1.0  # frame 4's box is intact
+    assert scores["frames 2,6"] == scores["none"] < 0.5  # frame 4 blurred: the square's edge leaks out

@@ -89,6 +89,13 @@ def step_mismatch(values: torch.Tensor, ones: list[int], jitter: torch.Tensor) -
     return torch.where(top, (1 - values) ** 2, values ** 2).mean(dim=1)
 
 
+def substrate(clip: torch.Tensor) -> torch.Tensor:
+    """What STEP's masks keep the clip against: each (C, T, H, W) frame blurred with sigma 20 px at 112 px."""
+    height, width = clip.shape[-2:]
+    sigma = BLUR_SIGMA * min(height, width) / REFERENCE_SIDE
+    return blur_frames(clip, _odd(min(6 * sigma, 2 * min(height, width) - 1)), sigma)
+
+
 class PreservationGame:
     """STEP's energy for A masks at once: -log p(target | clip kept where the mask is 1, blurred elsewhere)
     + area term (each mask's sorted values vs a step of its area) + smoothness term (solid ellipsoid 'cores')."""
@@ -98,8 +105,7 @@ class PreservationGame:
         scale = min(height, width) / REFERENCE_SIDE
         self.model, self.target, self.kind, self.dtype = method.model, target, method.params.score, clip.dtype
         self.clip = clip.float()
-        self.blurred = blur_frames(self.clip, _odd(min(6 * BLUR_SIGMA * scale, 2 * min(height, width) - 1)),
-                                   BLUR_SIGMA * scale)
+        self.blurred = substrate(self.clip)
         self.shape = (len(areas), frames, height, width)
         self.mask = SmoothMask(height, width, clip.device)
         self.core_stride = _odd(CORE_SIDE * scale)
