@@ -8,7 +8,7 @@ import torch
 
 from kernels.fills import Fill
 from kernels.incremental import IncrementalModel
-from kernels.scoring import ScoreFunction, batch_format, target_scores
+from kernels.scoring import ScoreFunction, batch_format, channel_inner, target_scores
 from kernels.tubes import TubeSet
 
 
@@ -35,7 +35,7 @@ def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.
     # Every operand of the lerp walks memory in the batch's order: for channels-last, (T, H, W*C) views with the
     # masks repeated per channel (a mask broadcast over an innermost channel axis of 3 ran 5x slower).
     repeat = clip.shape[0] if layout == torch.channels_last_3d else 1
-    laid = _channel_inner if repeat > 1 else (lambda x: x)
+    laid = channel_inner if repeat > 1 else (lambda x: x)
     planes = torch.empty((len(buffer), *clip.shape[1:3], clip.shape[3] * repeat), dtype=clip.dtype, device=device)
     clean, values = laid(clip), [laid(value.expand_as(clip)) for value in fill.draws]
     results = []
@@ -66,11 +66,6 @@ def _incremental_scores(score: Callable[[torch.Tensor], torch.Tensor], increment
                     for value in fill.draws)
         results.append(total / len(fill.draws))
     return torch.cat(results) if results else torch.zeros(0, device=incremental.clip.device)
-
-
-def _channel_inner(tensor: torch.Tensor) -> torch.Tensor:
-    """(..., C, T, H, W) -> (..., T, H, W*C), the memory order of a channels-last tensor (a view of one)."""
-    return tensor.movedim(-4, -1).flatten(-2)
 
 
 def aggregate(tubes: TubeSet, values: torch.Tensor, mode: str = "coverage") -> torch.Tensor:

@@ -15,6 +15,12 @@ def batch_format(model: Model) -> torch.memory_format:
     return getattr(model, "batch_format", torch.contiguous_format)
 
 
+def channel_inner(tensor: torch.Tensor) -> torch.Tensor:
+    """(..., C, T, H, W) -> (..., T, H, W*C), the memory order of a channels-last tensor (a view of one): batch
+    builders write channels-last batches through it, every operand walking memory in order."""
+    return tensor.movedim(-4, -1).flatten(-2)
+
+
 def target_scores(logits: torch.Tensor, target: int, kind: str = "prob") -> torch.Tensor:
     """Scores (B,) of class `target` from logits (B, classes)."""
     if kind == "prob":

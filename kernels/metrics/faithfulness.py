@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.filters import blur_frames
-from kernels.scoring import batch_format
+from kernels.scoring import batch_format, channel_inner
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,7 +64,7 @@ def perturbation_curve(score: Score, start: torch.Tensor, end: torch.Tensor, ord
     inner = batch_format(score) == torch.channels_last_3d  # then build (b, THW*C): channel innermost, as in memory
     if inner:
         rank = rank.repeat_interleave(channels)
-        start_flat, end_flat = (x.movedim(0, -1).reshape(-1) for x in (start, end))
+        start_flat, end_flat = (channel_inner(x).reshape(-1) for x in (start, end))
     else:
         start_flat, end_flat = start.reshape(channels, 1, voxels), end.reshape(channels, 1, voxels)
     for chunk in points.to(start.device).split(batch_size):
