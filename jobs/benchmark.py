@@ -3,7 +3,7 @@
 Every ratio is measured in one process (DESIGN.md section 8): exact occlusion maps are divided by the
 same batched forward passes on pre-built clean clips, AOSA-approx by one forward + backward pass.
 
-    python -m jobs.benchmark --model probe3d --stride 8 --batch-size 16 --json bench.json
+    python -m aosa.jobs.benchmark --model probe3d --stride 8 --batch-size 16 --json bench.json
 """
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ import numpy as np
 import psutil
 import torch
 
-from engine.errors import ConfigError
-from engine.io.flow import compute_flow, resolve_method
-from engine.models.counting import CountingModel
-from engine.models.backends import use_backend
-from engine.models.loading import LoadedModel, load_model
-from engine.runtime.explain import choose_target
-from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
-from kernels.anchors import grid_anchors
-from kernels.incremental import NotIncremental, incremental_for
-from kernels.incremental.shares import flop_shares
-from kernels.methods import ExplanationMethod, get_method
-from kernels.methods.occlusion_base import OcclusionMethod
-from kernels.scoring import ScoreFunction
-from kernels.space import InputSpace
-from kernels.tubes import TubeSet
-from schemas.method_params import MethodParams
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.flow import compute_flow, resolve_method
+from aosa.engine.models.counting import CountingModel
+from aosa.engine.models.backends import use_backend
+from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.runtime.explain import choose_target
+from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from aosa.kernels.anchors import grid_anchors
+from aosa.kernels.incremental import NotIncremental, incremental_for
+from aosa.kernels.incremental.shares import flop_shares
+from aosa.kernels.methods import ExplanationMethod, get_method
+from aosa.kernels.methods.occlusion_base import OcclusionMethod
+from aosa.kernels.scoring import ScoreFunction
+from aosa.kernels.space import InputSpace
+from aosa.kernels.tubes import TubeSet
+from aosa.schemas.method_params import MethodParams
 
 SAMPLE_SECONDS = 0.002
 MIB = 2 ** 20

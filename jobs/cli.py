@@ -1,4 +1,4 @@
-"""The `aosa` command: `aosa <job> ...` runs `python -m jobs.<job> ...`."""
+"""The `aosa` command: `aosa <job> ...` runs `python -m aosa.jobs.<job> ...`."""
 
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in JOBS:
         lines = [f"  {name:<10} {text}" for name, text in JOBS.items()]
-        print("usage: aosa <job> [options]   (each job is also `python -m jobs.<job>`)\n\njobs:\n" + "\n".join(lines))
+        print("usage: aosa <job> [options]   (each job is also `python -m aosa.jobs.<job>`)\n\njobs:\n" + "\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(f"aosa: error: unknown job {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    return importlib.import_module(f"jobs.{argv[0]}").main(argv[1:])
+    return importlib.import_module(f"aosa.jobs.{argv[0]}").main(argv[1:])
 
 
 if __name__ == "__main__":

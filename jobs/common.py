@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.errors import AosaError
-from engine.models.backends import BACKENDS
-from schemas.method_params import AGGREGATES, FILLS, FLOWS, INCREMENTAL, SCORES, MethodParams, ParamsError
-from schemas.preprocessing import PreprocessingError
+from aosa.engine.errors import AosaError
+from aosa.engine.models.backends import BACKENDS
+from aosa.schemas.method_params import AGGREGATES, FILLS, FLOWS, INCREMENTAL, SCORES, MethodParams, ParamsError
+from aosa.schemas.preprocessing import PreprocessingError
 
 EXPECTED_ERRORS = (AosaError, ParamsError, PreprocessingError)
 

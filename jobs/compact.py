@@ -4,7 +4,7 @@ Atomic (engine.store.compaction): a crash leaves either the old files or the new
 compact or resume of the run finishes the job. A run that a live writer holds is refused: with --run-id the
 job exits 2 at once; over every run it compacts the others, names the held ones and exits 2.
 
-    python -m jobs.compact --store results --run-id night-42
+    python -m aosa.jobs.compact --store results --run-id night-42
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.errors import ConfigError
-from engine.store.compaction import TARGET_ROWS, compact_run, run_ids
-from jobs.common import run_guarded
-from jobs.query import open_store
+from aosa.engine.errors import ConfigError
+from aosa.engine.store.compaction import TARGET_ROWS, compact_run, run_ids
+from aosa.jobs.common import run_guarded
+from aosa.jobs.query import open_store
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,10 +11,10 @@ from importlib.metadata import PackageNotFoundError, version
 import av
 import torch
 
-from engine.io.flow import flow_backends
-from engine.io.video import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_unavailable
-from engine.models.backends import tensorrt_unavailable
-from jobs.common import run_guarded
+from aosa.engine.io.flow import flow_backends
+from aosa.engine.io.video import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_unavailable
+from aosa.engine.models.backends import tensorrt_unavailable
+from aosa.jobs.common import run_guarded
 
 AVAILABLE = "available"
 

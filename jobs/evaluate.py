@@ -20,12 +20,12 @@ from pathlib import Path
 
 import ray
 
-from engine.datasets.manifests import count_rows, iter_manifest
-from engine.errors import ConfigError
-from engine.runtime.evaluation import Evaluation, Summary
-from engine.store.results import ResultStore
-from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
-from schemas.run_config import RunConfig, parse_methods
+from aosa.engine.datasets.manifests import count_rows, iter_manifest
+from aosa.engine.errors import ConfigError
+from aosa.engine.runtime.evaluation import Evaluation, Summary
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from aosa.schemas.run_config import RunConfig, parse_methods
 
 EXIT_UNITS_FAILED = 3
 

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.io.preprocess import Clip
-from engine.models.backends import use_backend
-from engine.models.loading import LoadedModel, load_model
-from engine.reporting.visualize import save_frame_grid, save_overlay_animation
-from engine.runtime.explain import Explanation, explain_video
-from jobs.common import add_backend_options, add_method_options, method_params, run_guarded
-from kernels.methods import METHODS
+from aosa.engine.io.preprocess import Clip
+from aosa.engine.models.backends import use_backend
+from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.reporting.visualize import save_frame_grid, save_overlay_animation
+from aosa.engine.runtime.explain import Explanation, explain_video
+from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from aosa.kernels.methods import METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,20 +22,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.datasets.manifests import read_manifest
-from engine.errors import ConfigError
-from engine.io.flow import compute_flow, resolve_method
-from engine.io.preprocess import load_clip, model_boxes
-from engine.models.loading import load_model
-from engine.runtime.explain import choose_target
-from jobs.common import add_method_options, method_params, run_guarded
-from kernels.methods import get_method
-from kernels.methods.step import substrate
-from kernels.metrics import box_energy, pointing_game
-from kernels.metrics.pointing import Box, box_pixels
-from kernels.scoring import ScoreFunction
-from kernels.space import InputSpace
-from schemas.run_config import parse_methods
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.flow import compute_flow, resolve_method
+from aosa.engine.io.preprocess import load_clip, model_boxes
+from aosa.engine.models.loading import load_model
+from aosa.engine.runtime.explain import choose_target
+from aosa.jobs.common import add_method_options, method_params, run_guarded
+from aosa.kernels.methods import get_method
+from aosa.kernels.methods.step import substrate
+from aosa.kernels.metrics import box_energy, pointing_game
+from aosa.kernels.metrics.pointing import Box, box_pixels
+from aosa.kernels.scoring import ScoreFunction
+from aosa.kernels.space import InputSpace
+from aosa.schemas.run_config import parse_methods
 
 
 def build_parser() -> argparse.ArgumentParser:

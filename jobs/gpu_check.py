@@ -1,4 +1,4 @@
-"""`python -m jobs.gpu_check`: every GPU path in one run, as a table of what passed, with timings.
+"""`python -m aosa.jobs.gpu_check`: every GPU path in one run, as a table of what passed, with timings.
 
 TensorRT compile and tolerance check, DALI GPU decode against PyAV, CUDA optical flow against the
 CPU (when the installed cv2 has CUDA), an `aosa evaluate` run with two model actors, and seconds per
@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.datasets.synthetic import write_benchmark
-from engine.errors import AosaError
-from engine.io.flow import compute_flow, cuda_flow_available
-from engine.io.video import dali_unavailable, decode_frames
-from engine.models.backends import tensorrt_unavailable, use_backend
-from engine.models.loading import load_model
-from jobs import evaluate
-from jobs.benchmark import run_benchmark
-from jobs.common import run_guarded
-from kernels.methods import AOSA, AOSAApprox
-from schemas.method_params import MethodParams
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.errors import AosaError
+from aosa.engine.io.flow import compute_flow, cuda_flow_available
+from aosa.engine.io.video import dali_unavailable, decode_frames
+from aosa.engine.models.backends import tensorrt_unavailable, use_backend
+from aosa.engine.models.loading import load_model
+from aosa.jobs import evaluate
+from aosa.jobs.benchmark import run_benchmark
+from aosa.jobs.common import run_guarded
+from aosa.kernels.methods import AOSA, AOSAApprox
+from aosa.schemas.method_params import MethodParams
 
 SPEED_MODELS = ("torchvision:r3d_18", "hara:r3d_50")
 Result = tuple[str, str, str]  # status, seconds, detail
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.gpu_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m aosa.jobs.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--require-gpu", action="store_true", help="exit 1 when there is no CUDA device")
     parser.add_argument("--engine-cache", default=str(Path.home() / ".cache" / "aosa" / "engines"))

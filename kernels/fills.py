@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.filters import blur_frames, neighbourhood_stats
-from kernels.space import InputSpace
+from aosa.kernels.filters import blur_frames, neighbourhood_stats
+from aosa.kernels.space import InputSpace
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.fills import Fill
-from kernels.incremental import IncrementalModel
-from kernels.scoring import ScoreFunction, batch_format, channel_inner, target_scores
-from kernels.tubes import TubeSet
+from aosa.kernels.fills import Fill
+from aosa.kernels.incremental import IncrementalModel
+from aosa.kernels.scoring import ScoreFunction, batch_format, channel_inner, target_scores
+from aosa.kernels.tubes import TubeSet
 
 
 @torch.no_grad()

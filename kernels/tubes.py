@@ -15,7 +15,7 @@ from functools import cached_property
 
 import torch
 
-from kernels.tracks import round_half_up
+from aosa.kernels.tracks import round_half_up
 
 
 @dataclass(frozen=True)

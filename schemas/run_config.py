@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.method_params import MethodParams, ParamsError
+from aosa.schemas.method_params import MethodParams, ParamsError
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import psutil
 
-from engine.datasets.synthetic import write_benchmark
-from engine.store.results import ResultStore
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.store.results import ResultStore
 
 METHODS = ("aosa-approx", "osa")  # one map on one actor, one map sharded over both actors
 RUN_ID = "chaos"
 
 
 def evaluate_command(manifest: Path, store: Path) -> list[str]:
-    return [sys.executable, "-m", "jobs.evaluate", "--manifest", str(manifest), "--model", "probe",
+    return [sys.executable, "-m", "aosa.jobs.evaluate", "--manifest", str(manifest), "--model", "probe",
             "--methods", ",".join(METHODS), "--store", str(store), "--run-id", RUN_ID, "--model-actors", "2",
             "--max-in-flight", "4"]
 

@@ -4,7 +4,7 @@ import pytest
 import ray
 import torch
 
-from engine.models.backends import set_tf32
+from aosa.engine.models.backends import set_tf32
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import psutil
 
-from jobs.evaluate import main as evaluate
+from aosa.jobs.evaluate import main as evaluate
 
 T = TypeVar("T")
 

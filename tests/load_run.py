@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from engine.datasets.synthetic import write_benchmark
-from engine.store import compaction
-from engine.store.results import ResultStore
-from jobs.evaluate import main as evaluate
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.store import compaction
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.evaluate import main as evaluate
 from tests.driver_memory import with_peak_rss
 
 RUN_ID = "load"

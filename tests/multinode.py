@@ -17,7 +17,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from jobs.evaluate import main as evaluate
+from aosa.jobs.evaluate import main as evaluate
 
 
 def model_actor_nodes() -> list[str]:

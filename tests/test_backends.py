@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import ConfigError
-from engine.models.backends import resolve_backend, tensorrt_unavailable, use_backend
-from engine.models.loading import load_model
-from jobs.explain import main as explain
-from jobs.gpu_check import main as gpu_check
+from aosa.engine.errors import ConfigError
+from aosa.engine.models.backends import resolve_backend, tensorrt_unavailable, use_backend
+from aosa.engine.models.loading import load_model
+from aosa.jobs.explain import main as explain
+from aosa.jobs.gpu_check import main as gpu_check
 from tests.videos import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_compiled_engine_serves_only_gradient_free_passes():
 
 
 def test_doctor_reports_backends_and_reasons():
-    result = subprocess.run([sys.executable, "-m", "jobs.doctor"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "aosa.jobs.doctor"], cwd=REPO, capture_output=True, text=True)
     lines = dict(re.match(r"(.+?)\s{2,}(.*)", line).groups() for line in result.stdout.splitlines())
     assert result.returncode == 0
     assert lines["backend eager"] == "available"

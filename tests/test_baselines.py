@@ -8,14 +8,14 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torchvision.models.video import r3d_18
 
-from engine.models.counting import CountingModel
-from engine.models.loading import LoadedModel
-from engine.models.video.probe3d import probe3d
-from jobs.common import add_method_options, method_params
-from kernels.methods import METHODS, get_method
-from kernels.space import InputSpace
-from schemas.method_params import MethodParams, ParamsError
-from schemas.preprocessing import Preprocessing
+from aosa.engine.models.counting import CountingModel
+from aosa.engine.models.loading import LoadedModel
+from aosa.engine.models.video.probe3d import probe3d
+from aosa.jobs.common import add_method_options, method_params
+from aosa.kernels.methods import METHODS, get_method
+from aosa.kernels.space import InputSpace
+from aosa.schemas.method_params import MethodParams, ParamsError
+from aosa.schemas.preprocessing import Preprocessing
 from tests.seeding import seeded
 
 BASELINES = ("gradcam", "smoothgrad", "saliency", "random")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from jobs.benchmark import main, synthetic_video
-from kernels.anchors import grid_anchors
+from aosa.jobs.benchmark import main, synthetic_video
+from aosa.kernels.anchors import grid_anchors
 
 
 def test_benchmark_reports_stages_counts_and_ratios(tmp_path, capsys):

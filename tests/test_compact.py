@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.runtime.recorder import UnitRecorder
-from engine.runtime.workers import Failure
-from engine.store import compaction, generations
-from engine.store.compaction import compact_run
-from engine.store.generations import StoreError, read_generation
-from engine.store.maintenance import discard_unfinished, forget_errors
-from engine.store.paths import partition
-from engine.store.results import ResultStore, unit_rows
-from engine.store.writer import UnitWriter
-from jobs.cli import main as aosa
-from schemas.manifest import ManifestRow
-from schemas.method_params import MethodParams
-from schemas.run_config import RunConfig, parse_methods
+from aosa.engine.runtime.recorder import UnitRecorder
+from aosa.engine.runtime.workers import Failure
+from aosa.engine.store import compaction, generations
+from aosa.engine.store.compaction import compact_run
+from aosa.engine.store.generations import StoreError, read_generation
+from aosa.engine.store.maintenance import discard_unfinished, forget_errors
+from aosa.engine.store.paths import partition
+from aosa.engine.store.results import ResultStore, unit_rows
+from aosa.engine.store.writer import UnitWriter
+from aosa.jobs.cli import main as aosa
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.method_params import MethodParams
+from aosa.schemas.run_config import RunConfig, parse_methods
 from tests.test_store import WHEN, metrics_row
 
 METHODS = ("aosa", "osa:stride=4")
@@ -114,7 +114,7 @@ def test_the_recorder_stores_at_once_unless_buffered(tmp_path):
 
 def test_a_failed_flush_is_raised_to_the_caller(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
-    monkeypatch.setattr("engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(OSError(28, "No space")))
+    monkeypatch.setattr("aosa.engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(OSError(28, "No space")))
     writer = UnitWriter(store, "r", max_units=1)
     writer.add(fake_unit(store, "r", "a", "aosa"))
     with pytest.raises(StoreError, match="storing units of run 'r' in .* failed: .*No space"):

@@ -2,7 +2,7 @@
 
 import torch
 
-from kernels.cooccurrence import cooccurrence_groups
+from aosa.kernels.cooccurrence import cooccurrence_groups
 
 
 def tracks_moving(directions: list[tuple[float, float]], frames: int = 5) -> torch.Tensor:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.io import video
-from engine.io.video import choose_backend, decode_clip, probe_video
+from aosa.engine.io import video
+from aosa.engine.io.video import choose_backend, decode_clip, probe_video
 from tests.videos import colour_pattern, write_video
 
 MEAN_TOLERANCE, MAX_TOLERANCE = 0.5, 8
@@ -106,7 +106,7 @@ def test_explicit_dali_on_a_mismatched_stream_warns_once(files: dict[str, Path],
                                                          caplog: pytest.LogCaptureFixture) -> None:
     video._warn_mismatch.cache_clear()
     info = probe_video(files["vp9_420_709"])
-    with caplog.at_level(logging.WARNING, logger="engine.io.video"):
+    with caplog.at_level(logging.WARNING, logger="aosa.engine.io.video"):
         dali = decode_clip(info, 0, 8, "dali")
         decode_clip(info, 0, 4, "dali")
     warnings = [record for record in caplog.records if "bt709" in record.getMessage()]

@@ -9,14 +9,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine.io.preprocess import load_clip
-from engine.runtime.workers import PreparedVideo, VideoPreparer
-from engine.store.results import ResultStore
-from jobs.explain import main as explain_main
-from jobs.report import main as report_main
-from schemas.manifest import ManifestRow
-from schemas.preprocessing import Preprocessing
-from schemas.tables import build_table
+from aosa.engine.io.preprocess import load_clip
+from aosa.engine.runtime.workers import PreparedVideo, VideoPreparer
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.explain import main as explain_main
+from aosa.jobs.report import main as report_main
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.preprocessing import Preprocessing
+from aosa.schemas.tables import build_table
 from tests.test_store import metrics_row
 from tests.videos import moving_square, write_video
 

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from engine.datasets.manifests import write_manifest
-from engine.io.preprocess import load_clip
-from engine.models.loading import load_model
-from engine.runtime.explain import explain_clip
-from engine.runtime.recorder import UnitRecorder
-from engine.store.results import ResultStore
-from jobs.evaluate import EXIT_UNITS_FAILED, main
-from jobs.report import main as report_main
-from kernels.methods import get_method
-from kernels.metrics import faithfulness
-from kernels.scoring import ScoreFunction
-from schemas.manifest import ManifestRow
-from schemas.method_params import MethodParams
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.io.preprocess import load_clip
+from aosa.engine.models.loading import load_model
+from aosa.engine.runtime.explain import explain_clip
+from aosa.engine.runtime.recorder import UnitRecorder
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.evaluate import EXIT_UNITS_FAILED, main
+from aosa.jobs.report import main as report_main
+from aosa.kernels.methods import get_method
+from aosa.kernels.metrics import faithfulness
+from aosa.kernels.scoring import ScoreFunction
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.method_params import MethodParams
 from tests.videos import moving_square, write_video
 
 METHODS = "aosa,aosa-approx,osa,aosa:top_k=0"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.datasets.manifests import write_manifest
-from engine.store.results import ResultStore
-from jobs.evaluate import main
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.evaluate import main
+from aosa.schemas.manifest import ManifestRow
 from tests.videos import colour_pattern, moving_square, write_video
 
 TOLERANCE = 0.005  # deletion, insertion and over-all AUC

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.io.video import probe_video
-from jobs.explain import main
+from aosa.engine.io.video import probe_video
+from aosa.jobs.explain import main
 from tests.videos import bigbuckbunny_path, moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def clip_file(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.explain", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "aosa.jobs.explain", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -90,9 +90,9 @@ def test_bad_input_from_the_shell_prints_no_traceback(tmp_path, clip_file):
 
 
 def test_aosa_command_lists_jobs_and_dispatches(clip_file):
-    listing = subprocess.run([sys.executable, "-m", "jobs.cli"], cwd=REPO, capture_output=True, text=True)
+    listing = subprocess.run([sys.executable, "-m", "aosa.jobs.cli"], cwd=REPO, capture_output=True, text=True)
     assert listing.returncode == 0 and "explain" in listing.stdout
-    unknown = subprocess.run([sys.executable, "-m", "jobs.cli", "frobnicate"], cwd=REPO, capture_output=True, text=True)
+    unknown = subprocess.run([sys.executable, "-m", "aosa.jobs.cli", "frobnicate"], cwd=REPO, capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown job 'frobnicate'" in unknown.stderr
 
 

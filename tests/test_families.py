@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from torchvision import models
 
-from engine.errors import ModelError
-from engine.models.loading import load_model
-from engine.models.zoo import ZOO
-from kernels.methods import get_method
-from kernels.space import InputSpace
-from schemas.method_params import MethodParams
+from aosa.engine.errors import ModelError
+from aosa.engine.models.loading import load_model
+from aosa.engine.models.zoo import ZOO
+from aosa.kernels.methods import get_method
+from aosa.kernels.space import InputSpace
+from aosa.schemas.method_params import MethodParams
 
 HARA = {"hara:r3d_50": "resnet-50", "hara:r2plus1d_50": "resnet2p1d-50"}  # zoo name -> arch in Hara's checkpoints
 HARA_CLIP = (1, 3, 8, 64, 64)

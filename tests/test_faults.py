@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from engine.datasets.manifests import write_manifest
-from engine.store.results import ResultStore
-from jobs.evaluate import EXIT_UNITS_FAILED, main
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.evaluate import EXIT_UNITS_FAILED, main
+from aosa.schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from kernels.filters import blur_frames, neighbourhood_stats
-from kernels.fills import make_fill
-from kernels.space import InputSpace
+from aosa.kernels.filters import blur_frames, neighbourhood_stats
+from aosa.kernels.fills import make_fill
+from aosa.kernels.space import InputSpace
 
 
 def brute_force_stats(clip: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:

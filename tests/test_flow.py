@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import ConfigError
-from engine.io import flow
-from schemas.method_params import FLOWS
+from aosa.engine.errors import ConfigError
+from aosa.engine.io import flow
+from aosa.schemas.method_params import FLOWS
 
 SIZE = 112
 MARGIN = 16  # interior excluded from the median: border pixels see content entering the view

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from engine.datasets.manifests import write_manifest
-from jobs.focus import kept_frame_sets, kept_target_scores, main, peaks_on_target
-from kernels.scoring import ScoreFunction
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.jobs.focus import kept_frame_sets, kept_target_scores, main, peaks_on_target
+from aosa.kernels.scoring import ScoreFunction
+from aosa.schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.datasets.manifests import read_manifest
-from engine.datasets.synthetic import render_clip
-from engine.errors import VideoError
-from engine.io.preprocess import load_clip
-from engine.io.video import decode_clip, probe_video
-from engine.models.loading import load_model
-from engine.runtime.explain import explain_video
-from jobs.manifest import main as manifest_main
-from schemas.method_params import MethodParams
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.datasets.synthetic import render_clip
+from aosa.engine.errors import VideoError
+from aosa.engine.io.preprocess import load_clip
+from aosa.engine.io.video import decode_clip, probe_video
+from aosa.engine.models.loading import load_model
+from aosa.engine.runtime.explain import explain_video
+from aosa.jobs.manifest import main as manifest_main
+from aosa.schemas.method_params import MethodParams
 from tests.videos import moving_square, square_left, write_video
 
 

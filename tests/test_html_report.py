@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.datasets.manifests import read_manifest
-from engine.datasets.synthetic import write_benchmark
-from engine.reporting.html_report import _cell, write_report
-from engine.reporting.regression import load_rules
-from engine.store.results import ResultStore
-from jobs.nightly import judge_run, write_nightly_row
-from schemas.method_params import MethodParams
-from schemas.run_config import RunConfig, parse_methods
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.reporting.html_report import _cell, write_report
+from aosa.engine.reporting.regression import load_rules
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.nightly import judge_run, write_nightly_row
+from aosa.schemas.method_params import MethodParams
+from aosa.schemas.run_config import RunConfig, parse_methods
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

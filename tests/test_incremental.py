@@ -9,7 +9,6 @@ float32 ulps (observed <= 5e-7 on these models), and a probability moves by at m
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import warnings
 
@@ -19,19 +18,20 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from kernels.fills import Fill, make_fill
-from kernels.incremental import IncrementalModel, NotIncremental, incremental_for
-from kernels.incremental.buffers import BufferPool
-from kernels.incremental.shares import changed_outputs, flop_shares
-from kernels.incremental.geometry import unique_rows
-from kernels.incremental.patches import Activation
-from kernels.methods import get_method
-from kernels.methods.aosa import adaptive_tubes
-from kernels.occlusion import occlusion_scores
-from kernels.scoring import ScoreFunction
-from kernels.space import InputSpace
-from kernels.tubes import TubeSet, cuboid_tubes
-from schemas.method_params import MethodParams
+from aosa.engine.models.video import hara
+from aosa.kernels.fills import Fill, make_fill
+from aosa.kernels.incremental import IncrementalModel, NotIncremental, incremental_for
+from aosa.kernels.incremental.buffers import BufferPool
+from aosa.kernels.incremental.shares import changed_outputs, flop_shares
+from aosa.kernels.incremental.geometry import unique_rows
+from aosa.kernels.incremental.patches import Activation
+from aosa.kernels.methods import get_method
+from aosa.kernels.methods.aosa import adaptive_tubes
+from aosa.kernels.occlusion import occlusion_scores
+from aosa.kernels.scoring import ScoreFunction
+from aosa.kernels.space import InputSpace
+from aosa.kernels.tubes import TubeSet, cuboid_tubes
+from aosa.schemas.method_params import MethodParams
 from tests.seeding import seeded
 
 TOLERANCE = 1e-5
@@ -251,19 +251,9 @@ def test_aosa_masks_on_r3d18_at_64px() -> None:
     assert (dense - fast).abs().max() <= TOLERANCE
 
 
-def hara_builders():
-    for path in ("engine.models.video.hara", "engine.hara"):
-        try:
-            return importlib.import_module(path)
-        except ImportError:
-            continue
-    pytest.skip("engine's Hara ResNets are not importable")
-
-
 @pytest.mark.parametrize("factorized", [False, True])
 def test_hara_resnets_one_block_per_stage(factorized: bool) -> None:
     """Hara's R3D / R(2+1)D bottlenecks (7x7x7 stem, max pool, downsample shortcuts), one block per stage."""
-    hara = hara_builders()
     model = build(hara.HaraResNet, blocks=(1, 1, 1, 1), num_classes=5, factorized=factorized)
     dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), "blur")
     assert (dense - fast).abs().max() <= TOLERANCE
@@ -272,7 +262,7 @@ def test_hara_resnets_one_block_per_stage(factorized: bool) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["hara_r3d50", "hara_r2plus1d50"])
 def test_hara_resnet50s(name: str) -> None:
-    model = build(getattr(hara_builders(), name), num_classes=5)
+    model = build(getattr(hara, name), num_classes=5)
     dense, fast = scores(model, clip_of(8, 32), case_tubes(8, 32, 32), "mean")
     assert (dense - fast).abs().max() <= TOLERANCE
 
@@ -294,7 +284,7 @@ def narrow_slowfast() -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         slowfast = pytest.importorskip("pytorchvideo.models.slowfast")
-    from engine.models.video.slowfast_x3d import SlowFastClip
+    from aosa.engine.models.video.slowfast_x3d import SlowFastClip
     net = slowfast.create_slowfast(model_depth=18, model_num_class=5, stem_dim_outs=(16, 2),
                                    head_pool_kernel_sizes=((4, 2, 2), (16, 2, 2)))
     return SlowFastClip(net.blocks)

@@ -17,7 +17,7 @@ MAX_CLASS, MAX_FUNCTION = 120, 60
 
 
 def modules() -> dict[str, ast.Module]:
-    """Every project module by dotted name, parsed."""
+    """Every project module by dotted name without the `aosa.` namespace, parsed."""
     found = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -28,7 +28,7 @@ def modules() -> dict[str, ast.Module]:
 
 
 def imported(tree: ast.Module) -> set[str]:
-    """Dotted names a module imports anywhere (`from a.b import c` counts as a.b and a.b.c)."""
+    """Dotted project-relative names a module imports anywhere (`from aosa.a.b import c` counts as a.b and a.b.c)."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -36,15 +36,21 @@ def imported(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return names
+    return {name.removeprefix("aosa.") for name in names}
 
 
 def test_engine_holds_only_init_and_errors_loose():
     loose = sorted(path.name for path in (ROOT / "engine").glob("*.py"))
-    assert loose == ["__init__.py", "errors.py"]
+    assert loose == ["errors.py"]
     for folder in (ROOT / "engine").iterdir():
         if folder.is_dir() and folder.name != "__pycache__" and any(folder.rglob("*.py")):
             assert (folder / "__init__.py").is_file(), folder
+
+
+def test_top_level_folders_are_no_regular_packages():
+    """Installed they are aosa.engine, ...; run from the repository root, a folder without __init__.py is a
+    namespace portion, which never shadows a regular package of the same name (e.g. Hugging Face's kernels)."""
+    assert [package for package in PACKAGES if (ROOT / package / "__init__.py").exists()] == []
 
 
 def test_imports_point_down_and_kernels_stay_pure():

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.datasets.annotations import (kinetics_csv, load_annotation_pickle, ucf101_24_pyannot, ucf101_split,
+from aosa.engine.datasets.annotations import (kinetics_csv, load_annotation_pickle, ucf101_24_pyannot, ucf101_split,
                                          ucf101v2_gt)
-from engine.datasets.manifests import read_manifest, write_manifest
-from engine.errors import ConfigError
-from engine.io.preprocess import ClipGeometry, model_boxes
-from jobs.cli import main as aosa
-from schemas.manifest import MANIFEST_SCHEMA, ManifestRow
+from aosa.engine.datasets.manifests import read_manifest, write_manifest
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.preprocess import ClipGeometry, model_boxes
+from aosa.jobs.cli import main as aosa
+from aosa.schemas.manifest import MANIFEST_SCHEMA, ManifestRow
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:

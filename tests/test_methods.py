@@ -9,15 +9,15 @@ from scipy.stats import spearmanr
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from engine.io.flow import compute_flow
-from kernels.anchors import grid_anchors
-from kernels.methods import METHODS, get_method
-from kernels.methods.aosa import adaptive_tubes
-from kernels.methods.osa import osa_window
-from kernels.scoring import target_scores
-from kernels.space import InputSpace
-from kernels.tracks import track_points
-from schemas.method_params import MethodParams
+from aosa.engine.io.flow import compute_flow
+from aosa.kernels.anchors import grid_anchors
+from aosa.kernels.methods import METHODS, get_method
+from aosa.kernels.methods.aosa import adaptive_tubes
+from aosa.kernels.methods.osa import osa_window
+from aosa.kernels.scoring import target_scores
+from aosa.kernels.space import InputSpace
+from aosa.kernels.tracks import track_points
+from aosa.schemas.method_params import MethodParams
 from tests.seeding import seeded
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from kernels.filters import blur_frames
-from kernels.metrics import (Faithfulness, Pointing, auc, box_energy, cascade_layers, cascade_randomization,
+from aosa.kernels.filters import blur_frames
+from aosa.kernels.metrics import (Faithfulness, Pointing, auc, box_energy, cascade_layers, cascade_randomization,
                              curve_points, dataset_pointing, deletion_curve, faithfulness, insertion_curve,
                              pointing_game, rank_order, spearman)
-from kernels.scoring import ScoreFunction
+from aosa.kernels.scoring import ScoreFunction
 from tests.seeding import seeded
 
 

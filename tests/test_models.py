@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-from engine.errors import ModelError
-from engine.models import zoo
-from engine.models.loading import LoadedModel, load_model
-from engine.models.zoo import ZOO
+from aosa.engine.errors import ModelError
+from aosa.engine.models import zoo
+from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.models.zoo import ZOO
 from tests.seeding import seeded
 
 SMALL = (3, 8, 32, 32)  # (C, T, H, W) that Probe3D accepts; keeps every forward in milliseconds
@@ -84,7 +84,7 @@ def test_torchscript_round_trip(tmp_path: Path, probe: nn.Module) -> None:
 def test_file_without_sidecar_uses_defaults_and_warns(tmp_path: Path, probe: nn.Module,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     torch.jit.save(torch.jit.trace(probe, clips(1)), tmp_path / "net.ts")
-    with caplog.at_level(logging.WARNING, logger="engine.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="aosa.engine.models.loading"):
         loaded = load_model(str(tmp_path / "net.ts"))
     assert loaded.preprocessing.classes == () and loaded.preprocessing.frames == 16
     assert [r.message.count("\n") for r in caplog.records] == [0] and "net.json" in caplog.text

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.datasets.manifests import write_manifest
-from engine.store.results import ResultStore
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.store.results import ResultStore
+from aosa.schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 
 ROOT = Path(__file__).resolve().parent.parent

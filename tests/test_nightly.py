@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from engine.reporting.regression import DEFAULT_RULES, RulesError, judge, load_rules, nightly_runs
-from engine.store.results import ResultStore
-from jobs.nightly import judge_run, main, write_nightly_row
+from aosa.engine.reporting.regression import DEFAULT_RULES, RulesError, judge, load_rules, nightly_runs
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.nightly import judge_run, main, write_nightly_row
 
 
 def run_nightly(*argv: str) -> tuple[int, str]:

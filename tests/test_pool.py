@@ -3,7 +3,7 @@
 import itertools
 from contextlib import ExitStack
 
-from engine.runtime.pool import LeastBusy
+from aosa.engine.runtime.pool import LeastBusy
 
 
 def videos(take, count: int, stack: ExitStack) -> list[str]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import VideoError
-from engine.io.preprocess import ClipGeometry, load_clip, normalize, resize_and_crop
-from schemas.preprocessing import Preprocessing
+from aosa.engine.errors import VideoError
+from aosa.engine.io.preprocess import ClipGeometry, load_clip, normalize, resize_and_crop
+from aosa.schemas.preprocessing import Preprocessing
 from tests.videos import moving_square, square_left, write_video
 
 

@@ -10,17 +10,17 @@ import json
 import pytest
 import torch
 
-from engine.datasets.synthetic import write_benchmark
-from engine.errors import ModelError
-from engine.models import zoo
-from engine.models.loading import load_model
-from engine.models.video.probe3d import probe3d
-from jobs.train_probe import TASK_CONFIGS, TrainConfig, manifest_accuracy, train
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.errors import ModelError
+from aosa.engine.models import zoo
+from aosa.engine.models.loading import load_model
+from aosa.engine.models.video.probe3d import probe3d
+from aosa.jobs.train_probe import TASK_CONFIGS, TrainConfig, manifest_accuracy, train
 
 FRESH_SEED = 12345  # never used by training (its clips are salted) nor by its held-out check (1000)
 APPEARANCE_SHIPPED = pytest.mark.skipif(
     not zoo.probe_weights("appearance").is_file(),
-    reason="probe_appearance.pth not shipped: `python -m jobs.train_probe --task appearance` has not reached 0.95 yet")
+    reason="probe_appearance.pth not shipped: `python -m aosa.jobs.train_probe --task appearance` has not reached 0.95 yet")
 TINY = TrainConfig(train=40, crops=(32,), epochs=1, batch_size=4, frames=8, size=80)  # 10 + 10 steps
 
 
@@ -80,8 +80,8 @@ def test_training_is_reproducible_for_a_seed(task: str) -> None:
     assert not torch.equal(first["fc.weight"], other["fc.weight"])
 
 
-@pytest.mark.parametrize(("spec", "command"), [("probe", r"python -m jobs\.train_probe`"),
-                                               ("probe:appearance", r"python -m jobs\.train_probe --task appearance`")])
+@pytest.mark.parametrize(("spec", "command"), [("probe", r"python -m aosa\.jobs\.train_probe`"),
+                                               ("probe:appearance", r"python -m aosa\.jobs\.train_probe --task appearance`")])
 def test_missing_weights_say_how_to_make_them(monkeypatch, tmp_path, spec: str, command: str) -> None:
     monkeypatch.setattr(zoo, "PROBE_WEIGHTS", tmp_path / "probe.pth")
     with pytest.raises(ModelError, match=command):

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from engine.datasets.synthetic import write_benchmark
-from engine.store.results import ResultStore
-from jobs.evaluate import main as evaluate
-from jobs.report import main as report
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.evaluate import main as evaluate
+from aosa.jobs.report import main as report
 
 
 @pytest.fixture(scope="module")

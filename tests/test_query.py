@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.store.results import ResultStore
-from jobs.cli import main as aosa
-from jobs.query import main as query
-from jobs.report import main as report
-from schemas.tables import TABLES
+from aosa.engine.store.results import ResultStore
+from aosa.jobs.cli import main as aosa
+from aosa.jobs.query import main as query
+from aosa.jobs.report import main as report
+from aosa.schemas.tables import TABLES
 
 MODELS = ("r2plus1d", "r3d")  # the report orders models and methods by name
 METHODS = ("aosa", "aosa-approx", "osa:stride=4")

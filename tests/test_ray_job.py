@@ -1,4 +1,4 @@
-"""`ray job submit` of `python -m jobs.evaluate` to a local head started with `ray start --head`,
+"""`ray job submit` of `python -m aosa.jobs.evaluate` to a local head started with `ray start --head`,
 token authentication on: the job runs, the store answers, and a client without the token is refused."""
 
 import os
@@ -15,9 +15,9 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from engine.datasets.manifests import write_manifest
-from engine.store.results import ResultStore
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.store.results import ResultStore
+from aosa.schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_ray_job_submit_runs_evaluate_with_token_auth(head, tmp_path):
     manifest = tmp_path / "manifest.csv"
     write_manifest([ManifestRow("clip", video, label=0)], manifest)
     store = tmp_path / "store"
-    job = ["--working-dir", str(REPO), "--", "python", "-m", "jobs.evaluate", "--manifest", str(manifest),
+    job = ["--working-dir", str(REPO), "--", "python", "-m", "aosa.jobs.evaluate", "--manifest", str(manifest),
            "--model", "probe3d", "--methods", "aosa-approx", "--store", str(store), "--run-id", "job",
            "--model-actors", "1"]
 

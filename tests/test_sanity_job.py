@@ -6,11 +6,11 @@ import pytest
 
 from PIL import Image
 
-from engine.datasets.manifests import write_manifest
-from engine.models.loading import load_model
-from jobs.sanity import main, mean_curves
-from kernels.metrics import cascade_layers
-from schemas.manifest import ManifestRow
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.models.loading import load_model
+from aosa.jobs.sanity import main, mean_curves
+from aosa.kernels.metrics import cascade_layers
+from aosa.schemas.manifest import ManifestRow
 from tests.videos import moving_square, write_video
 
 

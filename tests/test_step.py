@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.datasets.manifests import iter_manifest
-from engine.datasets.synthetic import write_benchmark
-from jobs.explain import main as explain_cli
-from kernels.methods import METHODS, get_method
-from kernels.metrics.pointing import pointing_game
-from kernels.methods.step import STEP, SmoothMask, ellipsoid, step_mismatch
-from schemas.method_params import MethodParams, ParamsError
+from aosa.engine.datasets.manifests import iter_manifest
+from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.jobs.explain import main as explain_cli
+from aosa.kernels.methods import METHODS, get_method
+from aosa.kernels.metrics.pointing import pointing_game
+from aosa.kernels.methods.step import STEP, SmoothMask, ellipsoid, step_mismatch
+from aosa.schemas.method_params import MethodParams, ParamsError
 
 SHAPE = (3, 8, 32, 32)
 BOX = (slice(1, 7), slice(8, 18), slice(16, 26))  # (t, y, x): 6 frames x 10 x 10 px, 7.3% of the clip

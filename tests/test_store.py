@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import ConfigError
-from engine.store.maintenance import discard_unfinished
-from engine.store.results import ResultStore, partition_value
-from jobs import evaluate as evaluate_job
-from schemas.tables import SCHEMA_VERSION, TABLES, TableError, build_table
+from aosa.engine.errors import ConfigError
+from aosa.engine.store.maintenance import discard_unfinished
+from aosa.engine.store.results import ResultStore, partition_value
+from aosa.jobs import evaluate as evaluate_job
+from aosa.schemas.tables import SCHEMA_VERSION, TABLES, TableError, build_table
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -90,7 +90,7 @@ def test_temp_files_of_a_crash_are_never_read(tmp_path):
 
 def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
-    monkeypatch.setattr("engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("aosa.engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         unit(store, "run", "a")
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []

@@ -8,15 +8,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine.datasets.manifests import read_manifest
-from engine.datasets.sprites import Sprite
-from engine.datasets.synthetic import (DIRECTIONS, TASKS, VARIANTS, Scene, draw, make_scene, render_clip,
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.datasets.sprites import Sprite
+from aosa.engine.datasets.synthetic import (DIRECTIONS, TASKS, VARIANTS, Scene, draw, make_scene, render_clip,
                                        through_yuv420, write_benchmark)
-from engine.errors import ConfigError
-from engine.io.preprocess import load_clip
-from engine.io.video import decode_frames
-from engine.models.zoo import PROBE_CLASSES, PROBE_PREPROCESSING, PROBE_TASKS
-from jobs.synth import main
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.preprocess import load_clip
+from aosa.engine.io.video import decode_frames
+from aosa.engine.models.zoo import PROBE_CLASSES, PROBE_PREPROCESSING, PROBE_TASKS
+from aosa.jobs.synth import main
 
 MARK = np.array([255, 0, 255], dtype=np.uint8)  # never drawn by the generator (it keeps off 0 and 255)
 CASES = [(label, variant, seed) for variant in VARIANTS for label in range(4) for seed in range(3)]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.datasets.manifests import read_manifest
-from engine.datasets.sprites import CELL, LOOKS, Sprite, patterned_sprite
-from engine.datasets.synthetic import VARIANTS, Scene, make_scene, write_benchmark
-from jobs.synth import main
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.datasets.sprites import CELL, LOOKS, Sprite, patterned_sprite
+from aosa.engine.datasets.synthetic import VARIANTS, Scene, make_scene, write_benchmark
+from aosa.jobs.synth import main
 
 CASES = [(label, variant, seed) for variant in VARIANTS for label in range(4) for seed in range(3)]
 

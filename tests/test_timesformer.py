@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 
-from engine.errors import ModelError  # noqa: E402
-from engine.models.loading import LoadedModel, load_model  # noqa: E402
-from engine.models.video.timesformer import TimesformerClip  # noqa: E402
-from kernels.methods import get_method  # noqa: E402
-from kernels.methods.rollout import divided_rollout  # noqa: E402
-from schemas.method_params import MethodParams  # noqa: E402
+from aosa.engine.errors import ModelError  # noqa: E402
+from aosa.engine.models.loading import LoadedModel, load_model  # noqa: E402
+from aosa.engine.models.video.timesformer import TimesformerClip  # noqa: E402
+from aosa.kernels.methods import get_method  # noqa: E402
+from aosa.kernels.methods.rollout import divided_rollout  # noqa: E402
+from aosa.schemas.method_params import MethodParams  # noqa: E402
 from tests.seeding import seeded  # noqa: E402
 
 FRAMES, SIZE, PATCH = 4, 32, 8

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.models.loading import load_model
-from engine.models.timing import ReferenceSampler
+from aosa.engine.models.loading import load_model
+from aosa.engine.models.timing import ReferenceSampler
 
 
 def test_reference_samples_are_spaced_and_topped_up():

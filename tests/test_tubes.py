@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from kernels.anchors import grid_anchors
-from kernels.cooccurrence import cooccurrence_groups
-from kernels.tracks import track_points
-from kernels.tubes import TubeSet, cuboid_tubes, tube_boxes, window_starts
-from schemas.method_params import ParamsError
+from aosa.kernels.anchors import grid_anchors
+from aosa.kernels.cooccurrence import cooccurrence_groups
+from aosa.kernels.tracks import track_points
+from aosa.kernels.tubes import TubeSet, cuboid_tubes, tube_boxes, window_starts
+from aosa.schemas.method_params import ParamsError
 
 
 def constant_flow(frames: int, height: int, width: int, dx: float, dy: float) -> torch.Tensor:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError, VideoError
-from engine.io import video
-from engine.io.video import choose_backend, decode_frames, probe_video
+from aosa.engine.errors import ConfigError, VideoError
+from aosa.engine.io import video
+from aosa.engine.io.video import choose_backend, decode_frames, probe_video
 from tests.videos import bigbuckbunny_path, moving_square, square_left, write_video
 
 STEP = 2  # moving_square's default step: frame t has its square's left edge at 2t

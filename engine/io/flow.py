@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from engine.errors import ConfigError
-from schemas.method_params import FLOWS
+from aosa.engine.errors import ConfigError
+from aosa.schemas.method_params import FLOWS
 
 # The paper's Farneback parameters, shared by the CPU and CUDA backends.
 FARNEBACK = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3,

@@ -14,7 +14,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from engine.errors import VideoError
+from aosa.engine.errors import VideoError
 
 CODEC = "jpeg-frames"
 _NAME = re.compile(r"image_(\d+)\.jpe?g", re.IGNORECASE)

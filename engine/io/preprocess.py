@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import torch
 
-from engine.errors import VideoError
-from engine.io.video import VideoInfo, decode_clip, probe_video
-from schemas.manifest import ManifestRow
-from schemas.preprocessing import Preprocessing
+from aosa.engine.errors import VideoError
+from aosa.engine.io.video import VideoInfo, decode_clip, probe_video
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.preprocessing import Preprocessing
 
 MIN_SIDE = 2  # pixels; a frame narrower than this has no image to resize
 _EPS = 1e-9  # absorbs float noise before floor/ceil in box mapping

@@ -19,9 +19,9 @@ from typing import NamedTuple
 import av
 import numpy as np
 
-from engine.errors import ConfigError, VideoError
-from engine.io import frames as frame_dir
-from engine.io.colour import dali_mismatch, matrix_name, range_name, rgb_frame
+from aosa.engine.errors import ConfigError, VideoError
+from aosa.engine.io import frames as frame_dir
+from aosa.engine.io.colour import dali_mismatch, matrix_name, range_name, rgb_frame
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
-from schemas.preprocessing import Preprocessing
+from aosa.engine.errors import ConfigError
+from aosa.schemas.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
-    from engine.models.loading import LoadedModel
+    from aosa.engine.models.loading import LoadedModel
 
 BACKENDS = ("auto", "eager", "eager-tf32", "tensorrt")
 TOLERANCE = 1e-2  # largest allowed |softmax(compiled) - softmax(eager)| on the first-use check

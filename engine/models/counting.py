@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from engine.models.loading import LoadedModel
+from aosa.engine.models.loading import LoadedModel
 
 
 class CountingModel:

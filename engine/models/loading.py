@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.export.passes import move_to_device_pass
 
-from engine.errors import ModelError, short_reason, shown_keys
-from engine.models.video.timesformer import load_timesformer
-from engine.models.zoo import ZOO
-from schemas.preprocessing import Preprocessing, PreprocessingError
+from aosa.engine.errors import ModelError, short_reason, shown_keys
+from aosa.engine.models.video.timesformer import load_timesformer
+from aosa.engine.models.zoo import ZOO
+from aosa.schemas.preprocessing import Preprocessing, PreprocessingError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from engine.models.loading import LoadedModel
+from aosa.engine.models.loading import LoadedModel
 
 REFERENCE_REPEATS = 20
 SAMPLE_INTERVAL = 1.0  # seconds between two reference samples taken while a worker scores maps

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 from torchvision import models
 
-from engine.datasets.sprites import LOOKS
-from engine.errors import ModelError
-from engine.models.video.hara import hara_r2plus1d50, hara_r3d50
-from engine.models.video.probe3d import probe3d
-from engine.models.video.slowfast_x3d import slowfast_r50, x3d
-from schemas.preprocessing import Preprocessing
+from aosa.engine.datasets.sprites import LOOKS
+from aosa.engine.errors import ModelError
+from aosa.engine.models.video.hara import hara_r2plus1d50, hara_r3d50
+from aosa.engine.models.video.probe3d import probe3d
+from aosa.engine.models.video.slowfast_x3d import slowfast_r50, x3d
+from aosa.schemas.preprocessing import Preprocessing
 
 SEED = 0
 FRAMES = 16
@@ -89,7 +89,7 @@ def _trained_probe(task: str = "motion") -> nn.Module:
     if not weights.is_file():
         option = "" if task == "motion" else f" --task {task}"
         raise ModelError(f"probe: trained weights {weights} are missing; "
-                         f"create them with `python -m jobs.train_probe{option}`")
+                         f"create them with `python -m aosa.jobs.train_probe{option}`")
     module = _seeded(probe3d, num_classes=len(PROBE_TASKS[task]), width=PROBE_WIDTHS[task], pool=PROBE_POOLS[task])
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return module

@@ -24,10 +24,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from engine.reporting.regression import HIGHER, METRICS, NightlyRun, Summary
-from engine.reporting.report_data import ClipMaps, Curves, ReportData, gather_report_data
-from engine.reporting.visualize import overlay
-from engine.store.results import ResultStore, partition_value
+from aosa.engine.reporting.regression import HIGHER, METRICS, NightlyRun, Summary
+from aosa.engine.reporting.report_data import ClipMaps, Curves, ReportData, gather_report_data
+from aosa.engine.reporting.visualize import overlay
+from aosa.engine.store.results import ResultStore, partition_value
 
 REPORTS = "reports"  # folder of the store that holds the reports
 OVERLAY_FRAMES = 4

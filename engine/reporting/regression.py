@@ -20,11 +20,11 @@ from typing import Any
 
 import duckdb
 
-import schemas
-from engine.errors import ConfigError
-from engine.store.sql import run_select
+from aosa.engine.errors import ConfigError
+from aosa.engine.store.sql import run_select
+from aosa.schemas import tables
 
-DEFAULT_RULES = Path(schemas.__file__).parent / "regression_rules.json"
+DEFAULT_RULES = Path(tables.__file__).parent / "regression_rules.json"  # beside the schemas of the tables it reads
 HIGHER, LOWER = "higher", "lower"
 # Metric of a run summary -> which direction is better (rules may name any of them).
 METRICS: dict[str, str] = {"deletion_auc": LOWER, "insertion_auc": HIGHER, "overall": HIGHER, "spt": HIGHER,

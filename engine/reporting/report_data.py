@@ -14,13 +14,13 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from engine.datasets.manifests import read_manifest
-from engine.errors import AosaError, ConfigError
-from engine.io.preprocess import load_clip
-from engine.models.loading import load_model
-from engine.reporting.regression import NightlyRun, Summary, nightly_runs, summaries
-from engine.store.results import ResultStore
-from engine.store.sql import run_select
+from aosa.engine.datasets.manifests import read_manifest
+from aosa.engine.errors import AosaError, ConfigError
+from aosa.engine.io.preprocess import load_clip
+from aosa.engine.models.loading import load_model
+from aosa.engine.reporting.regression import NightlyRun, Summary, nightly_runs, summaries
+from aosa.engine.store.results import ResultStore
+from aosa.engine.store.sql import run_select
 
 TREND_RUNS = 30
 OVERLAY_CLIPS = 2

@@ -14,7 +14,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
-from engine.errors import ConfigError
+from aosa.engine.errors import ConfigError
 
 COLORMAP = "jet"
 ALPHA = 0.5

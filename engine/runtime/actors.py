@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from engine.runtime.workers import ModelWorker, VideoPreparer
+from aosa.engine.runtime.workers import ModelWorker, VideoPreparer
 
 # Decode + flow: CPU work. A crashed preparer is restarted and its call retried.
 VideoActor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=3)(VideoPreparer)

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import ray
 from tqdm import tqdm
 
-from engine.errors import ConfigError
-from engine.runtime.pool import ActorPool
-from engine.runtime.recorder import UnitRecorder
-from engine.runtime.video_units import VideoUnits
-from engine.store.maintenance import discard_unfinished, forget_errors
-from engine.store.results import ResultStore
-from kernels.methods import get_method
-from schemas.manifest import ManifestRow
-from schemas.run_config import MethodSpec, RunConfig
+from aosa.engine.errors import ConfigError
+from aosa.engine.runtime.pool import ActorPool
+from aosa.engine.runtime.recorder import UnitRecorder
+from aosa.engine.runtime.video_units import VideoUnits
+from aosa.engine.store.maintenance import discard_unfinished, forget_errors
+from aosa.engine.store.results import ResultStore
+from aosa.kernels.methods import get_method
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.run_config import MethodSpec, RunConfig
 
 
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import ConfigError
-from engine.io.flow import compute_flow, resolve_method
-from engine.io.preprocess import Clip, load_clip
-from engine.models.counting import CountingModel
-from engine.models.loading import LoadedModel
-from kernels.incremental import NotIncremental
-from kernels.methods import get_method
-from kernels.methods.occlusion_base import OcclusionMethod
-from kernels.scoring import target_scores
-from kernels.space import InputSpace
-from schemas.method_params import MethodParams
+from aosa.engine.errors import ConfigError
+from aosa.engine.io.flow import compute_flow, resolve_method
+from aosa.engine.io.preprocess import Clip, load_clip
+from aosa.engine.models.counting import CountingModel
+from aosa.engine.models.loading import LoadedModel
+from aosa.kernels.incremental import NotIncremental
+from aosa.kernels.methods import get_method
+from aosa.kernels.methods.occlusion_base import OcclusionMethod
+from aosa.kernels.scoring import target_scores
+from aosa.kernels.space import InputSpace
+from aosa.schemas.method_params import MethodParams
 
 Progress = Callable[[int, int], None]
 

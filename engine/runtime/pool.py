@@ -11,9 +11,9 @@ from typing import Any, Generic, TypeVar
 
 import ray
 
-from engine.errors import ConfigError
-from engine.runtime.actors import ModelActor, VideoActor
-from schemas.run_config import RunConfig
+from aosa.engine.errors import ConfigError
+from aosa.engine.runtime.actors import ModelActor, VideoActor
+from aosa.schemas.run_config import RunConfig
 
 DECODE_GPU_SHARE = 0.1  # a decode actor with --decode-device cuda shares a GPU with the model actors
 ACTOR_START_TIMEOUT = 600  # seconds; generous for a cluster that must first scale up a GPU node

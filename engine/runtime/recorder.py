@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from engine.runtime.provenance import git_sha, package_versions
-from engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
-from engine.store.results import MapFile, ResultStore, unit_rows
-from engine.store.writer import MAX_SECONDS, MAX_UNITS, UnitWriter
-from kernels.metrics import Faithfulness, Pointing
-from schemas.manifest import ManifestRow
-from schemas.method_params import MethodParams
-from schemas.run_config import MethodSpec, RunConfig
+from aosa.engine.runtime.provenance import git_sha, package_versions
+from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
+from aosa.engine.store.results import MapFile, ResultStore, unit_rows
+from aosa.engine.store.writer import MAX_SECONDS, MAX_UNITS, UnitWriter
+from aosa.kernels.metrics import Faithfulness, Pointing
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.method_params import MethodParams
+from aosa.schemas.run_config import MethodSpec, RunConfig
 
 
 def now() -> datetime:

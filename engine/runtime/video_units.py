@@ -10,18 +10,18 @@ import time
 import ray
 import torch
 
-from engine.errors import MapError
-from engine.runtime.pool import ActorPool
-from engine.runtime.recorder import FinishedUnit, UnitRecorder
-from engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
-from kernels.methods import get_method
-from kernels.methods.occlusion_base import OcclusionMethod
-from kernels.metrics import CURVES, STEPS, Faithfulness, pointing_game
-from kernels.occlusion import aggregate
-from kernels.scoring import target_scores
-from schemas.manifest import ManifestRow
-from schemas.method_params import MethodParams
-from schemas.run_config import MethodSpec, RunConfig
+from aosa.engine.errors import MapError
+from aosa.engine.runtime.pool import ActorPool
+from aosa.engine.runtime.recorder import FinishedUnit, UnitRecorder
+from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
+from aosa.kernels.methods import get_method
+from aosa.kernels.methods.occlusion_base import OcclusionMethod
+from aosa.kernels.metrics import CURVES, STEPS, Faithfulness, pointing_game
+from aosa.kernels.occlusion import aggregate
+from aosa.kernels.scoring import target_scores
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.method_params import MethodParams
+from aosa.schemas.run_config import MethodSpec, RunConfig
 
 # Ray losing an actor, a node or an object mid-call: the call may not have run, and running it again is safe.
 TRANSIENT = (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,

@@ -13,23 +13,23 @@ from typing import Any, NamedTuple
 
 import torch
 
-from engine.errors import AosaError
-from engine.io.flow import compute_flow
-from engine.io.preprocess import Clip, load_clip, model_boxes
-from engine.models.backends import use_backend
-from engine.models.counting import CountingModel
-from engine.models.loading import LoadedModel, load_model
-from engine.models.timing import ReferenceSampler
-from kernels.incremental import BufferPool, IncrementalModel, incremental_for
-from kernels.methods import get_method
-from kernels.metrics import curve_points
-from kernels.occlusion import occlusion_scores
-from kernels.scoring import ScoreFunction
-from kernels.space import InputSpace
-from kernels.tubes import TubeSet
-from schemas.manifest import ManifestRow
-from schemas.method_params import MethodParams
-from schemas.preprocessing import Preprocessing
+from aosa.engine.errors import AosaError
+from aosa.engine.io.flow import compute_flow
+from aosa.engine.io.preprocess import Clip, load_clip, model_boxes
+from aosa.engine.models.backends import use_backend
+from aosa.engine.models.counting import CountingModel
+from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.models.timing import ReferenceSampler
+from aosa.kernels.incremental import BufferPool, IncrementalModel, incremental_for
+from aosa.kernels.methods import get_method
+from aosa.kernels.metrics import curve_points
+from aosa.kernels.occlusion import occlusion_scores
+from aosa.kernels.scoring import ScoreFunction
+from aosa.kernels.space import InputSpace
+from aosa.kernels.tubes import TubeSet
+from aosa.schemas.manifest import ManifestRow
+from aosa.schemas.method_params import MethodParams
+from aosa.schemas.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.store.generations import Generation, settle, write_generation
-from engine.store.maintenance import discard_unfinished
-from engine.store.paths import LOOSE_GLOB, compacted_name, partition, write_atomic
-from engine.store.results import ResultStore
-from engine.store.sql import literal
-from schemas.tables import TABLES, schema_of
+from aosa.engine.store.generations import Generation, settle, write_generation
+from aosa.engine.store.maintenance import discard_unfinished
+from aosa.engine.store.paths import LOOSE_GLOB, compacted_name, partition, write_atomic
+from aosa.engine.store.results import ResultStore
+from aosa.engine.store.sql import literal
+from aosa.schemas.tables import TABLES, schema_of
 
 TARGET_ROWS = 100_000
 TARGET_BYTES = 128 * 2**20  # in memory (Arrow); the Parquet file is smaller

@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import AosaError
-from engine.store.paths import COMPACTED_GLOB, LOOSE_GLOB, write_atomic
-from schemas.tables import TABLES
+from aosa.engine.errors import AosaError
+from aosa.engine.store.paths import COMPACTED_GLOB, LOOSE_GLOB, write_atomic
+from aosa.schemas.tables import TABLES
 
 GENERATIONS = "generations"  # folder of the store holding one generation record per compacted run
 RETRIES = 5

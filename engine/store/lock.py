@@ -16,7 +16,7 @@ from types import TracebackType
 
 import psutil
 
-from engine.errors import ConfigError
+from aosa.engine.errors import ConfigError
 
 LOCKS = "locks"  # folder of the store that holds the run locks
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.store.generations import GENERATIONS, settle
-from engine.store.paths import LOOSE_GLOB, TEMP_GLOB, partition, write_atomic
-from engine.store.results import ResultStore
-from schemas.tables import TABLES
+from aosa.engine.store.generations import GENERATIONS, settle
+from aosa.engine.store.paths import LOOSE_GLOB, TEMP_GLOB, partition, write_atomic
+from aosa.engine.store.results import ResultStore
+from aosa.schemas.tables import TABLES
 
 
 def loose_files(store: ResultStore, name: str, run: str) -> list[Path]:

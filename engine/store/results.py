@@ -33,12 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.errors import AosaError, ConfigError
-from engine.store.generations import visible_files
-from engine.store.lock import RunLock
-from engine.store.paths import loose_name, partition, partition_value, write_atomic
-from engine.store.sql import QueryLimits, create_latest_view, create_view, run_select, sandbox
-from schemas.tables import TABLES, build_table, schema_of
+from aosa.engine.errors import AosaError, ConfigError
+from aosa.engine.store.generations import visible_files
+from aosa.engine.store.lock import RunLock
+from aosa.engine.store.paths import loose_name, partition, partition_value, write_atomic
+from aosa.engine.store.sql import QueryLimits, create_latest_view, create_view, run_select, sandbox
+from aosa.schemas.tables import TABLES, build_table, schema_of
 
 __all__ = ["MapFile", "ResultStore", "UnitRows", "partition", "partition_value", "unit_rows"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from engine.errors import AosaError
+from aosa.engine.errors import AosaError
 
 
 class QueryError(AosaError):

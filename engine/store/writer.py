@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from engine.store.generations import StoreError
-from engine.store.results import ResultStore, UnitRows
+from aosa.engine.store.generations import StoreError
+from aosa.engine.store.results import ResultStore, UnitRows
 
 MAX_UNITS = 1000      # units per flush: rows of this many units at most wait in memory
 MAX_SECONDS = 30.0    # and none waits longer than this

@@ -19,7 +19,7 @@ from functools import cached_property
 import torch
 from torch import fx
 
-from kernels.incremental.ops import LocalOp, Window
+from aosa.kernels.incremental.ops import LocalOp, Window
 
 FAR = 1 << 40  # beyond any coordinate
 

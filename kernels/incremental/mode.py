@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from kernels._utils import module_of
-from kernels.incremental.buffers import BufferPool
-from kernels.incremental.model import IncrementalModel
-from kernels.incremental.ops import NotIncremental
-from kernels.scoring import Model
-from schemas.method_params import INCREMENTAL as MODES
+from aosa.kernels._utils import module_of
+from aosa.kernels.incremental.buffers import BufferPool
+from aosa.kernels.incremental.model import IncrementalModel
+from aosa.kernels.incremental.ops import NotIncremental
+from aosa.kernels.scoring import Model
+from aosa.schemas.method_params import INCREMENTAL as MODES
 
 MIN_PREFIX_FRACTION = 0.5  # `auto` goes incremental when the local prefix holds at least this share of the flops
 AUTO_DEVICES = ("cpu",)  # where `auto` may go incremental: on an H200 it ran 1.3-6x slower than dense for every

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import torch
 from torch import fx, nn
 
-from kernels.incremental.buffers import BufferPool
-from kernels.incremental.geometry import Tiles
-from kernels.incremental.ops import LocalOp, trace
-from kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
-from kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planner
-from kernels.incremental.prefix import Prefix, clean_pass, run_node
-from kernels.tubes import TubeSet
+from aosa.kernels.incremental.buffers import BufferPool
+from aosa.kernels.incremental.geometry import Tiles
+from aosa.kernels.incremental.ops import LocalOp, trace
+from aosa.kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
+from aosa.kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planner
+from aosa.kernels.incremental.prefix import Prefix, clean_pass, run_node
+from aosa.kernels.tubes import TubeSet
 
 
 class IncrementalModel:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.incremental.buffers import BufferPool
-from kernels.incremental.geometry import Tiles
-from kernels.incremental.ops import UNIT, Window
+from aosa.kernels.incremental.buffers import BufferPool
+from aosa.kernels.incremental.geometry import Tiles
+from aosa.kernels.incremental.ops import UNIT, Window
 
 WINDOW_BYTES = 64 * 2 ** 20  # gathered windows held at once per layer: bounds the peak, big enough for fast convs
 GRID_BYTES = 16 * 2 ** 20  # int maps of positions into a row table held at once: a few masks' worth, never all N

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
-from kernels.incremental.geometry import Reach, Tiles, reaches, shared, through_window, tiles_of, union
-from kernels.incremental.prefix import Prefix
-from kernels.tubes import TubeSet
+from aosa.kernels.incremental.geometry import Reach, Tiles, reaches, shared, through_window, tiles_of, union
+from aosa.kernels.incremental.prefix import Prefix
+from aosa.kernels.tubes import TubeSet
 
 DENSE_FRACTION = 0.55  # a layer whose tiles cover more of the batch than this runs dense, with all after it
 PLAN_BYTES = 512 * 2 ** 20  # patches of a plan's largest layer: masks planned together share tiles (r3d_18's s=8 AOSA

@@ -9,8 +9,8 @@ import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kernels.incremental.ops import LocalOp, NotIncremental, classify, describe, fold_batch_norms
-from kernels.incremental.patches import CleanTable, to_rows
+from aosa.kernels.incremental.ops import LocalOp, NotIncremental, classify, describe, fold_batch_norms
+from aosa.kernels.incremental.patches import CleanTable, to_rows
 
 
 @dataclass

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from kernels.incremental.model import IncrementalModel
-from kernels.incremental.patches import window_padding
-from kernels.tubes import TubeSet
+from aosa.kernels.incremental.model import IncrementalModel
+from aosa.kernels.incremental.patches import window_padding
+from aosa.kernels.tubes import TubeSet
 
 
 @dataclass(frozen=True)

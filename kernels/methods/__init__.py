@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from kernels.methods.aosa import AOSA
-from kernels.methods.aosa_approx import AOSAApprox
-from kernels.methods.base import ExplanationMethod
-from kernels.methods.gradients import GradCAM, GradientSaliency, SmoothGrad
-from kernels.methods.osa import OSA
-from kernels.methods.random_map import RandomMap
-from kernels.methods.rollout import AttentionRollout
-from kernels.methods.step import STEP
+from aosa.kernels.methods.aosa import AOSA
+from aosa.kernels.methods.aosa_approx import AOSAApprox
+from aosa.kernels.methods.base import ExplanationMethod
+from aosa.kernels.methods.gradients import GradCAM, GradientSaliency, SmoothGrad
+from aosa.kernels.methods.osa import OSA
+from aosa.kernels.methods.random_map import RandomMap
+from aosa.kernels.methods.rollout import AttentionRollout
+from aosa.kernels.methods.step import STEP
 
 METHODS: dict[str, type[ExplanationMethod]] = {
     cls.name: cls

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from kernels.anchors import grid_anchors
-from kernels.cooccurrence import cooccurrence_groups
-from kernels.methods.occlusion_base import OcclusionMethod
-from kernels.tracks import track_points
-from kernels.tubes import TubeSet, tube_boxes
-from schemas.method_params import MethodParams
+from aosa.kernels.anchors import grid_anchors
+from aosa.kernels.cooccurrence import cooccurrence_groups
+from aosa.kernels.methods.occlusion_base import OcclusionMethod
+from aosa.kernels.tracks import track_points
+from aosa.kernels.tubes import TubeSet, tube_boxes
+from aosa.schemas.method_params import MethodParams
 
 
 def adaptive_tubes(flow: torch.Tensor, params: MethodParams) -> TubeSet:

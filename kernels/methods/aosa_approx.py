@@ -6,10 +6,10 @@ import time
 
 import torch
 
-from kernels.fills import make_fill
-from kernels.methods.aosa import adaptive_tubes
-from kernels.methods.base import ExplanationMethod
-from kernels.occlusion import aggregate
+from aosa.kernels.fills import make_fill
+from aosa.kernels.methods.aosa import adaptive_tubes
+from aosa.kernels.methods.base import ExplanationMethod
+from aosa.kernels.occlusion import aggregate
 
 
 class AOSAApprox(ExplanationMethod):

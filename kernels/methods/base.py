@@ -10,9 +10,9 @@ from typing import ClassVar
 
 import torch
 
-from kernels.scoring import Model, ScoreFunction
-from kernels.space import InputSpace
-from schemas.method_params import MethodParams
+from aosa.kernels.scoring import Model, ScoreFunction
+from aosa.kernels.space import InputSpace
+from aosa.schemas.method_params import MethodParams
 
 
 class ExplanationMethod(ABC):

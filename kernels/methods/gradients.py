@@ -10,9 +10,9 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
-from kernels._utils import module_of
-from kernels.methods.base import ExplanationMethod
-from kernels.scoring import ScoreFunction
+from aosa.kernels._utils import module_of
+from aosa.kernels.methods.base import ExplanationMethod
+from aosa.kernels.scoring import ScoreFunction
 
 
 def find_layer(module: nn.Module, name: str | None) -> nn.Module:

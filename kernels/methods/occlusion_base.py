@@ -7,14 +7,14 @@ from abc import abstractmethod
 
 import torch
 
-from kernels.fills import Fill, make_fill
-from kernels.incremental import BufferPool, incremental_for
-from kernels.methods.base import ExplanationMethod
-from kernels.occlusion import aggregate, occlusion_scores
-from kernels.scoring import Model, target_scores
-from kernels.space import InputSpace
-from kernels.tubes import TubeSet
-from schemas.method_params import MethodParams
+from aosa.kernels.fills import Fill, make_fill
+from aosa.kernels.incremental import BufferPool, incremental_for
+from aosa.kernels.methods.base import ExplanationMethod
+from aosa.kernels.occlusion import aggregate, occlusion_scores
+from aosa.kernels.scoring import Model, target_scores
+from aosa.kernels.space import InputSpace
+from aosa.kernels.tubes import TubeSet
+from aosa.schemas.method_params import MethodParams
 
 
 class OcclusionMethod(ExplanationMethod):

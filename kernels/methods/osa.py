@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from kernels.methods.occlusion_base import OcclusionMethod
-from kernels.tubes import TubeSet, cuboid_tubes
-from schemas.method_params import MethodParams
+from aosa.kernels.methods.occlusion_base import OcclusionMethod
+from aosa.kernels.tubes import TubeSet, cuboid_tubes
+from aosa.schemas.method_params import MethodParams
 
 
 def osa_window(frames: int, height: int, width: int) -> tuple[int, int, int]:

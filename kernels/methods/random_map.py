@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.methods.base import ExplanationMethod
+from aosa.kernels.methods.base import ExplanationMethod
 
 
 class RandomMap(ExplanationMethod):

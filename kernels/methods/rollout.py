@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.methods.base import ExplanationMethod
-from kernels.methods.gradients import module_of
+from aosa.kernels.methods.base import ExplanationMethod
+from aosa.kernels.methods.gradients import module_of
 
 NEEDS_TRANSFORMER = ("attention rollout needs a divided space-time transformer (e.g. a TimeSformer directory): "
                      "a module with divided_attentions(batch)")

@@ -14,8 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels.filters import blur_frames
-from kernels.methods.base import ExplanationMethod
+from aosa.kernels.filters import blur_frames
+from aosa.kernels.methods.base import ExplanationMethod
 
 REFERENCE_SIDE = 112      # frame side the pixel constants below are STEP's values for
 GRID_STEP = 7             # px between mask parameters (TorchRay and STEP: step=7)

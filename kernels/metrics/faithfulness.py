@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.filters import blur_frames
-from kernels.scoring import batch_format, channel_inner
+from aosa.kernels.filters import blur_frames
+from aosa.kernels.scoring import batch_format, channel_inner
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 

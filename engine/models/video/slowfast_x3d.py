@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from engine.errors import ModelError
+from aosa.engine.errors import ModelError
 
 SLOWFAST_ALPHA = 4  # frame-rate ratio of the fast to the slow pathway in SlowFast 8x8 R50
 

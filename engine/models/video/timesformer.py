@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from engine.errors import ModelError, short_reason, shown_keys
-from schemas.preprocessing import Preprocessing, PreprocessingError
+from aosa.engine.errors import ModelError, short_reason, shown_keys
+from aosa.schemas.preprocessing import Preprocessing, PreprocessingError
 
 log = logging.getLogger(__name__)
 

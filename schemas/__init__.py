@@ -1,1 +1,0 @@
-"""Data contracts shared by every layer: preprocessing of model inputs and explanation parameters."""
