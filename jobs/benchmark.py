@@ -33,7 +33,7 @@ import torch
 from aosa.engine.errors import ConfigError
 from aosa.engine.io.flow import compute_flow, resolve_method
 from aosa.engine.models.counting import CountingModel
-from aosa.engine.models.backends import use_backend
+from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.runtime.explain import choose_target
 from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
@@ -307,13 +307,6 @@ def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[E
         "repeats": repeats, "params": params.to_dict(), "memory": memory_metric(model.device), "stages": results,
         "ratios": {name: stage["ratio"] for name, stage in results.items() if stage["ratio"] is not None},
     }
-
-
-def describe_device(device: torch.device) -> str:
-    """`cuda:0 (GPU name)` or `cpu (N logical cores)`."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({os.cpu_count()} logical cores)"
 
 
 def memory_metric(device: torch.device) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aosa.engine.errors import AosaError
-from aosa.engine.models.backends import BACKENDS
+from aosa.engine.models.backends import BACKENDS, PRECISIONS, fidelity_label
 from aosa.schemas.method_params import AGGREGATES, FILLS, FLOWS, INCREMENTAL, SCORES, MethodParams, ParamsError
 from aosa.schemas.preprocessing import PreprocessingError
 
@@ -51,11 +51,17 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the model runs: device, execution backend, compiled-engine cache."""
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="eager torch in fp32, eager with TF32 tensor cores (CUDA), or TensorRT (fp16, GPUs "
-                             "only); auto: TensorRT when it can run, else eager")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", metavar="BACKEND",
+                        help="RUNNER[-PRECISION]: eager torch, compile (torch.compile, inductor) or tensorrt (fp16 "
+                             "engine, GPUs only), in fp32 (the default, exact), tf32 (CUDA), bf16 or fp16; auto: "
+                             "TensorRT when it can run, else eager. " + backend_fidelity())
     parser.add_argument("--engine-cache", type=Path, default=Path.home() / ".cache" / "aosa" / "engines",
                         help="where compiled TensorRT engines are kept")
+
+
+def backend_fidelity() -> str:
+    """One clause per precision saying how its maps compare with fp32's, as measured (for --help)."""
+    return "Maps: " + "; ".join(f"{precision} {fidelity_label(precision)}" for precision in PRECISIONS) + "."
 
 
 def method_params(args: argparse.Namespace) -> MethodParams:

@@ -13,7 +13,7 @@ import torch
 
 from aosa.engine.io.flow import flow_backends
 from aosa.engine.io.video import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_unavailable
-from aosa.engine.models.backends import tensorrt_unavailable
+from aosa.engine.models.backends import PRECISIONS, fidelity_label, tensorrt_unavailable
 from aosa.jobs.common import run_guarded
 
 AVAILABLE = "available"
@@ -27,12 +27,15 @@ def _installed(package: str) -> str:
 
 
 def model_backends() -> list[tuple[str, str]]:
+    """Torch, the GPU, and whether each runner and precision can run here, with what it does to maps."""
     cuda = (f"{torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
             else "no GPU or driver")
     trt = tensorrt_unavailable(torch.device("cuda")) or AVAILABLE
     tf32 = AVAILABLE if torch.cuda.is_available() else "needs a CUDA device"
-    return [("torch", torch.__version__), ("CUDA", cuda), ("backend eager", AVAILABLE), ("backend eager-tf32", tf32),
-            ("backend tensorrt", trt)]
+    rows = [("torch", torch.__version__), ("CUDA", cuda), ("backend eager", AVAILABLE),
+            ("backend compile", f"{AVAILABLE} (torch.compile, inductor)"), ("backend tensorrt", trt)]
+    return rows + [(f"precision {precision}", (tf32 if precision == "tf32" else AVAILABLE)
+                    + f" ({fidelity_label(precision)})") for precision in PRECISIONS]
 
 
 def decoders() -> list[tuple[str, str]]:

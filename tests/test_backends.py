@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from aosa.engine.errors import ConfigError
-from aosa.engine.models.backends import resolve_backend, tensorrt_unavailable, use_backend
+from aosa.engine.models.backends import (Backend, PaddedBatches, resolve_backend, tensorrt_unavailable,
+                                         use_backend)
 from aosa.engine.models.loading import load_model
 from aosa.jobs.explain import main as explain
 from aosa.jobs.gpu_check import main as gpu_check
@@ -28,8 +29,59 @@ def test_auto_is_eager_and_tensorrt_is_refused_without_cuda():
     assert (tensorrt_unavailable(torch.device("cuda")) or expected).startswith(expected)  # None: it can run here
     with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
         resolve_backend("onnx", cpu)
-    with pytest.raises(ConfigError, match="'eager-tf32' needs a CUDA device"):
-        resolve_backend("eager-tf32", cpu)
+    for tf32 in ("eager-tf32", "compile-tf32"):
+        with pytest.raises(ConfigError, match=f"'{tf32}' needs a CUDA device"):
+            resolve_backend(tf32, cpu)
+    assert resolve_backend("eager-bf16", cpu) == "eager-bf16" and resolve_backend("compile", cpu) == "compile"
+
+
+def test_backend_names_split_into_runner_and_precision():
+    assert Backend.parse("eager") == Backend("eager", "fp32")
+    assert Backend.parse("compile-bf16") == Backend("compile", "bf16")
+    assert Backend.parse("tensorrt") == Backend("tensorrt", "fp16")
+    assert Backend.parse("tensorrt").module_precision == "fp32"  # its gradients run the fp32 module
+    with pytest.raises(ConfigError, match="unknown backend 'auto'"):
+        Backend.parse("auto")  # resolved by resolve_backend first
+
+
+def test_reduced_precision_runs_under_autocast_and_returns_float32_logits(tmp_path):
+    fp32, bf16 = load_model("probe3d", "cpu"), load_model("probe3d", "cpu")
+    assert use_backend(bf16, "eager-bf16", 4, tmp_path) == "eager-bf16" and bf16.precision == "bf16"
+    clip = torch.randn(2, 3, 16, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        exact, reduced = fp32(clip), bf16(clip)
+    assert reduced.dtype == torch.float32 and not torch.equal(exact, reduced)  # bf16 arithmetic really ran
+    assert torch.allclose(torch.softmax(exact, 1), torch.softmax(reduced, 1), atol=0.05)
+    x = clip[:1].clone().requires_grad_(True)
+    bf16(x)[0, 0].backward()  # gradients flow through autocast too
+    assert x.grad is not None and x.grad.dtype == torch.float32
+
+
+def test_padded_batches_compile_a_few_static_shapes():
+    shapes = []
+
+    def compiled(batch: torch.Tensor) -> torch.Tensor:
+        shapes.append(len(batch))
+        return batch.flatten(1)[:, :2] * 2
+
+    padded = PaddedBatches(compiled, largest=8)
+    batch = torch.randn(19, 3, 2, 2, 2)
+    assert torch.equal(padded(batch), batch.flatten(1)[:, :2] * 2)
+    assert shapes == [8, 8, 4]  # 19 = 8 + 8 + 3, the last padded to 4
+    shapes.clear()
+    for size in range(1, 20):
+        padded(torch.randn(size, 3, 2, 2, 2))
+    assert sorted(set(shapes)) == [1, 2, 4, 8]  # every batch size runs one of four compiled shapes
+
+
+@pytest.mark.slow
+def test_compile_backend_runs_on_the_cpu_and_matches_eager(tmp_path):
+    """torch.compile's inductor compiles C++ here; the first-use check compares it with eager."""
+    model, eager = load_model("probe3d", "cpu"), load_model("probe3d", "cpu")
+    assert use_backend(model, "compile", 4, tmp_path) == "compile" and model.compiled is not None
+    clip = torch.randn(6, 3, 16, 112, 112, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model(clip), eager(clip), atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -39,6 +91,12 @@ def test_eager_is_fp32_on_cuda_and_eager_tf32_is_not(tmp_path, fp32_cuda):
     for backend, tf32 in (("eager-tf32", True), ("eager", False)):
         assert use_backend(model, backend, 4, tmp_path) == backend
         assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+    with model.precision_context():  # per call: a tf32 model's passes run in TF32 whatever the process flags say
+        assert torch.backends.cudnn.allow_tf32 is False
+    model.precision = "tf32"
+    with model.precision_context():
+        assert torch.backends.cudnn.allow_tf32 is True
+    assert torch.backends.cudnn.allow_tf32 is False  # restored after
 
 
 def test_explain_with_tensorrt_on_cpu_is_one_line_and_never_imports_torch_tensorrt(tmp_path, capsys):
@@ -67,7 +125,8 @@ def test_doctor_reports_backends_and_reasons():
     assert result.returncode == 0
     assert lines["backend eager"] == "available"
     assert lines["backend tensorrt"] == (tensorrt_unavailable(torch.device("cuda")) or "available")
-    assert (lines["backend eager-tf32"] == "available") == torch.cuda.is_available()
+    assert lines["precision tf32"].startswith("available") == torch.cuda.is_available()
+    assert lines["precision fp32"] == "available (exact)" and lines["backend compile"].startswith("available")
     assert "no CUDA" in lines["flow farneback-cuda"]
     assert lines["decoder pyav"].startswith("available") and "h264" in lines["decoder pyav"]
 

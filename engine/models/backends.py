@@ -1,15 +1,18 @@
-"""Execution backends of a model: eager torch in fp32 or with TF32 tensor cores, or a TensorRT engine built by
-torch-tensorrt (GPUs only).
+"""Execution backends of a model: how its passes run (eager torch, torch.compile's inductor, or a TensorRT engine)
+and in which precision (fp32, TF32 tensor cores, bf16 or fp16 autocast).
 
-`eager` is fp32 on every device: on CUDA it turns TF32 off for convolutions and matrix products (PyTorch
-leaves it on for cuDNN convolutions), so a GPU map equals the CPU map within fp32 rounding and incremental
-occlusion stays exact. `eager-tf32` trades that for speed (an H200 ran r3d_18's forward passes 3.4x faster;
-inputs are rounded to 10 mantissa bits, so scores drift by about 1e-3). The flags are process-wide, which is
-where a model worker lives.
+A backend is named `RUNNER` or `RUNNER-PRECISION`: `eager` (fp32), `eager-tf32`, `eager-bf16`, `eager-fp16`,
+`compile`, `compile-tf32`, ... and `tensorrt` (an fp16 engine). fp32 is exact and the default: on CUDA it turns
+TF32 off for convolutions and matrix products (PyTorch leaves it on for cuDNN convolutions), so a GPU map equals
+the CPU map within fp32 rounding and incremental occlusion stays exact. The reduced precisions trade that for
+speed; what they do to maps is measured, per mode, in FIDELITY (`aosa precision`), never assumed. The TF32 flags
+are process-wide, which is where a model worker lives.
 
-torch_tensorrt fails to import on a machine without a GPU driver, so it is imported only inside the GPU
-path, after the checks below; a CPU machine never imports it. A compiled engine serves forward passes
-only (occlusion and metric batches); gradient methods keep using the eager module.
+`compile` runs torch.compile with the inductor (CUDA graphs on a GPU, where its batch shapes are static: batches
+are padded to a few fixed sizes), checked against eager on first use as a TensorRT engine is. torch_tensorrt fails
+to import on a machine without a GPU driver, so it is imported only inside the GPU path, after the checks below;
+a CPU machine never imports it. A compiled model serves forward passes only (occlusion and metric batches);
+gradient methods keep using the eager module, in the backend's precision.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import copy
 import hashlib
 import importlib.util
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,9 +37,56 @@ from aosa.schemas.preprocessing import Preprocessing
 if TYPE_CHECKING:
     from aosa.engine.models.loading import LoadedModel
 
-BACKENDS = ("auto", "eager", "eager-tf32", "tensorrt")
+RUNNERS = ("eager", "compile", "tensorrt")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # precisions that run under torch.autocast
+BACKENDS = ("auto", "eager", "eager-tf32", "eager-bf16", "eager-fp16",
+            "compile", "compile-tf32", "compile-bf16", "compile-fp16", "tensorrt")
 TOLERANCE = 1e-2  # largest allowed |softmax(compiled) - softmax(eager)| on the first-use check
+# Maps of each reduced precision against fp32 (`aosa precision`: mean Spearman correlation over the probes' clips,
+# with the device and date it was measured on); a mode below FAITHFUL is labelled approximate in --help and doctor.
+FIDELITY: dict[str, tuple[float, str]] = {}
+FAITHFUL = 0.99
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend name split into how passes run (`runner`) and in which `precision`."""
+
+    runner: str
+    precision: str
+
+    @classmethod
+    def parse(cls, name: str) -> Backend:
+        """`eager-bf16` -> Backend("eager", "bf16"); a bare runner is fp32, `tensorrt` fp16."""
+        if name not in BACKENDS or name == "auto":
+            raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        runner, _, precision = name.partition("-")
+        return cls(runner, precision or ("fp16" if runner == "tensorrt" else "fp32"))
+
+    @property
+    def module_precision(self) -> str:
+        """The precision the torch module's own passes run in (a TensorRT engine has its own; gradients stay fp32)."""
+        return "fp32" if self.runner == "tensorrt" else self.precision
+
+
+def fidelity_label(precision: str) -> str:
+    """How far a precision's maps are from fp32's, as measured (FIDELITY), for --help and doctor."""
+    if precision == "fp32":
+        return "exact"
+    if precision not in FIDELITY:
+        return "fidelity not measured"
+    correlation, where = FIDELITY[precision]
+    quality = "faithful" if correlation >= FAITHFUL else "APPROXIMATE"
+    return f"{quality}: maps rank-correlate {correlation:.3f} with fp32 ({where})"
+
+
+def describe_device(device: torch.device) -> str:
+    """`cuda:0 (GPU name)` or `cpu (N logical cores)`: which hardware ran, for runs rows, reports and benchmarks."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({os.cpu_count()} logical cores)"
 
 
 def tensorrt_unavailable(device: torch.device) -> str | None:
@@ -47,15 +101,16 @@ def tensorrt_unavailable(device: torch.device) -> str | None:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """`auto` -> tensorrt when it can run here, else eager; an unavailable `tensorrt` is a one-line error."""
+    """`auto` -> tensorrt when it can run here, else eager; a backend this device cannot run is a one-line error."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     reason = tensorrt_unavailable(device)
     if backend == "auto":
         return "eager" if reason else "tensorrt"
-    if backend == "eager-tf32" and device.type != "cuda":
-        raise ConfigError(f"backend 'eager-tf32' needs a CUDA device; this model runs on {device}")
-    if backend == "tensorrt" and reason:
+    chosen = Backend.parse(backend)
+    if chosen.precision == "tf32" and device.type != "cuda":
+        raise ConfigError(f"backend {backend!r} needs a CUDA device (TF32 tensor cores); this model runs on {device}")
+    if chosen.runner == "tensorrt" and reason:
         raise ConfigError(f"backend 'tensorrt' is not available: {reason}")
     return backend
 
@@ -108,14 +163,61 @@ def compile_tensorrt(module: nn.Module, preprocessing: Preprocessing, batch_size
 
 
 @torch.no_grad()
-def check_tolerance(eager: nn.Module, compiled: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
-    """Refuse an engine whose class probabilities drift more than TOLERANCE from eager's on random clips."""
-    batch = torch.randn(2, *shape, device=device)
-    drift = (torch.softmax(compiled(batch), 1) - torch.softmax(eager(batch).float(), 1)).abs().max().item()
+def check_tolerance(eager: nn.Module, compiled: nn.Module, shape: tuple[int, ...], device: torch.device,
+                    what: str = "TensorRT engine", batch: int = 2) -> None:
+    """Refuse a compiled model whose class probabilities drift more than TOLERANCE from eager's on random clips."""
+    clips = torch.randn(batch, *shape, device=device)
+    drift = (torch.softmax(compiled(clips).float(), 1) - torch.softmax(eager(clips).float(), 1)).abs().max().item()
     if drift > TOLERANCE:
-        raise ConfigError(f"the TensorRT engine's probabilities differ from eager by {drift:.3g} "
-                          f"(> {TOLERANCE}); use --backend eager")
-    log.info("TensorRT engine within tolerance: max probability drift %.3g", drift)
+        raise ConfigError(f"the {what}'s probabilities differ from eager by {drift:.3g} (> {TOLERANCE}); "
+                          "use --backend eager")
+    log.info("%s within tolerance: max probability drift %.3g", what, drift)
+
+
+class PaddedBatches(nn.Module):
+    """A torch.compile'd module fed batches padded to the next power of two up to `largest` (larger ones in
+    pieces): at most a handful of static shapes, each compiled and, on a GPU, captured as a CUDA graph once.
+    Outputs are cloned, since a graph's next replay overwrites them."""
+
+    def __init__(self, compiled: nn.Module, largest: int) -> None:
+        super().__init__()
+        self.compiled, self.largest = compiled, largest
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        pieces = []
+        for part in batch.split(self.largest):
+            size = min(self.largest, 1 << (len(part) - 1).bit_length())
+            padding = part[-1:].expand(size - len(part), *part.shape[1:])
+            padded = part if size == len(part) else torch.cat([part, padding])
+            pieces.append(self.compiled(padded)[:len(part)].clone())
+        return torch.cat(pieces)
+
+
+def compile_inductor(model: LoadedModel, batch_size: int) -> nn.Module:
+    """torch.compile of the model's module (inductor; CUDA graphs on a GPU), checked against eager on first use."""
+    mode = "reduce-overhead" if model.device.type == "cuda" else None
+    compiled = PaddedBatches(torch.compile(model.module, mode=mode, dynamic=False), max(1, batch_size))
+    shape = (3, model.preprocessing.frames, *model.preprocessing.size)
+    with model.precision_context():
+        check_tolerance(model.module, compiled, shape, model.device, "torch.compile'd model", max(1, batch_size))
+    return compiled
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Passes inside run in `precision` on `device`: TF32 flags as it asks (restored after), autocast for bf16/fp16.
+    Per call, so that models of several precisions can share a process (the flags themselves are process-wide)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if device.type == "cuda":
+        set_tf32(precision == "tf32")
+    try:
+        if precision in AUTOCAST:
+            with torch.autocast(device.type, dtype=AUTOCAST[precision]):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def set_tf32(enabled: bool) -> None:
@@ -125,10 +227,14 @@ def set_tf32(enabled: bool) -> None:
 
 
 def use_backend(model: LoadedModel, backend: str, batch_size: int, cache_dir: Path) -> str:
-    """Give `model` its precision and, for tensorrt, a compiled forward path; returns the backend used."""
+    """Give `model` its precision and, for compile and tensorrt, a compiled forward path; returns the backend."""
     chosen = resolve_backend(backend, model.device)
+    parsed = Backend.parse(chosen)
     if model.device.type == "cuda":
-        set_tf32(chosen == "eager-tf32")
-    if chosen == "tensorrt":
+        set_tf32(parsed.precision == "tf32")
+    model.precision = parsed.module_precision
+    if parsed.runner == "tensorrt":
         model.compiled = compile_tensorrt(model.module, model.preprocessing, batch_size, cache_dir)
+    elif parsed.runner == "compile":
+        model.compiled = compile_inductor(model, batch_size)
     return chosen

@@ -13,7 +13,7 @@ import logging
 import pickle
 import re
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.export.passes import move_to_device_pass
 
 from aosa.engine.errors import ModelError, short_reason, shown_keys
+from aosa.engine.models.backends import precision_context
 from aosa.engine.models.video.timesformer import load_timesformer
 from aosa.engine.models.zoo import ZOO
 from aosa.schemas.preprocessing import Preprocessing, PreprocessingError
@@ -43,6 +44,7 @@ class LoadedModel:
     spec: str
     device: torch.device
     compiled: nn.Module | None = None  # a compiled engine (engine.models.backends) for passes that need no gradient
+    precision: str = "fp32"  # fp32, tf32, bf16 or fp16: every pass runs in it (engine.models.backends)
     channels_last: bool = False  # a 3D CNN whose passes run faster on channels-last batches (the zoo says which)
     _num_classes: int | None = field(default=None, init=False, repr=False)
 
@@ -50,9 +52,13 @@ class LoadedModel:
         """(B, C, T, H, W) float batch -> (B, num_classes) logits; gradients flow to the input, through the
         eager module (a compiled engine serves only passes run without gradients)."""
         batch = batch.to(self.device)
-        if self.compiled is not None and not torch.is_grad_enabled():
-            return self.compiled(batch)
-        return self.module(batch)
+        run = self.compiled if self.compiled is not None and not torch.is_grad_enabled() else self.module
+        with self.precision_context():
+            return run(batch).float()
+
+    def precision_context(self) -> AbstractContextManager[None]:
+        """Passes inside run in the model's precision (TF32 flags, autocast for bf16 and fp16)."""
+        return precision_context(self.precision, self.device)
 
     @property
     def batch_format(self) -> torch.memory_format:

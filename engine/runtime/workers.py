@@ -16,7 +16,7 @@ import torch
 from aosa.engine.errors import AosaError
 from aosa.engine.io.flow import compute_flow
 from aosa.engine.io.preprocess import Clip, load_clip, model_boxes
-from aosa.engine.models.backends import use_backend
+from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.counting import CountingModel
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.models.timing import ReferenceSampler
@@ -151,7 +151,7 @@ class ModelWorker:
     def describe(self) -> dict[str, Any]:
         """Preprocessing, class count and device, for the scheduler."""
         return {"preprocessing": self.model.preprocessing, "num_classes": self.model.num_classes,
-                "device": str(self.model.device), "backend": self.backend}
+                "device": describe_device(self.model.device), "backend": self.backend}
 
     def _run(self, work) -> ModelResult:
         began = time.perf_counter()
