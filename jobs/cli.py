@@ -14,6 +14,7 @@ JOBS = {
     "doctor": "which backends this machine has (TensorRT, DALI, CUDA flow) and why not the others",
     "gpu_check": "on a GPU machine: every GPU path (TensorRT, DALI GPU, CUDA flow, 2-actor evaluate) with timings",
     "benchmark": "time maps against plain forward passes (ratios measured in one run)",
+    "precision": "what each backend's precision (tf32, bf16, fp16, compile) does to maps, against fp32",
     "manifest": "turn UCF101 / UCF101-24 / Kinetics annotations into a manifest",
     "query": "read-only SQL (DuckDB) over a result store's runs, metrics, timings and maps",
     "compact": "merge a result store's small Parquet files into a few large ones, atomically (per run or all)",

@@ -27,6 +27,7 @@ from aosa.engine.errors import ConfigError
 from aosa.engine.io.flow import compute_flow, resolve_method
 from aosa.engine.io.preprocess import load_clip, model_boxes
 from aosa.engine.models.loading import load_model
+from aosa.engine.reporting.intervals import interval
 from aosa.engine.runtime.explain import choose_target
 from aosa.jobs.common import add_method_options, method_params, run_guarded
 from aosa.kernels.methods import get_method
@@ -94,15 +95,6 @@ def kept_target_scores(score: ScoreFunction, clip: torch.Tensor, boxes: list[Box
     with torch.no_grad():
         scores = score(torch.stack(batch)).tolist()
     return dict(zip(["clip", *kept], scores))
-
-
-def interval(values: list[float]) -> str:
-    """Mean +- 1.96 standard errors of the finite values, and how many there were."""
-    finite = np.array([v for v in values if np.isfinite(v)])
-    if not len(finite):
-        return "-"
-    half = 1.96 * finite.std(ddof=1) / np.sqrt(len(finite)) if len(finite) > 1 else 0.0
-    return f"{finite.mean():.3f} +-{half:.3f} (n={len(finite)})"
 
 
 def run(args: argparse.Namespace) -> int:
