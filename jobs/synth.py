@@ -10,10 +10,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aosa.engine.datasets.synthetic import TASKS, VARIANTS, write_benchmark
+from aosa.engine.datasets.synthetic import FRAMES, TASKS, VARIANTS, write_benchmark
 from aosa.jobs.common import run_guarded
 
-CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
+CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "frames": FRAMES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (videos/ and manifest.csv)")
     parser.add_argument("--videos", type=int, required=True, help="number of videos (classes in turn)")
     parser.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same benchmark")
-    parser.add_argument("--codec", choices=CODECS, default="h264", help="h264 (.mp4) or vp9 (.webm)")
+    parser.add_argument("--codec", choices=CODECS, default="h264", help="h264 (.mp4), vp9 (.webm) or frames (a directory of JPEG "
+                        "frames per video, 3D-ResNets layout: readable without FFmpeg)")
     parser.add_argument("--variant", choices=VARIANTS, default="plain", help="scene variant")
     parser.add_argument("--frames", type=int, default=16, help="frames per video")
     parser.add_argument("--size", type=int, default=112, help="frame side in pixels (even)")

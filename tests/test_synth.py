@@ -4,6 +4,8 @@ object's look) tells the class, files are reproducible."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,3 +162,25 @@ def test_cli_writes_n_videos(tmp_path, capsys) -> None:
 def test_cli_bad_option_exits_2(tmp_path, capsys) -> None:
     assert main(["--out", str(tmp_path), "--videos", "0"]) == 2
     assert "aosa synth: error: need videos >= 1" in capsys.readouterr().err
+
+
+def test_frame_directory_benchmark_decodes_without_pyav(tmp_path) -> None:
+    """`--codec frames` writes JPEG frame directories that the engine reads with PyAV unimportable (a GPU image
+    without FFmpeg): the frames are the drawn clip within JPEG's error."""
+    assert main(["--out", str(tmp_path), "--videos", "2", "--codec", "frames", "--seed", "4"]) == 0
+    row = read_manifest(tmp_path / "manifest.csv")[1]
+    drawn, _ = render_clip(np.random.default_rng([4, 1]), row.label)
+    probe = ("import sys; sys.modules['av'] = None; import numpy as np; "  # any `import av` now fails
+             "from aosa.engine.io.video import decode_frames; "
+             f"frames = decode_frames({str(row.path)!r}, 0, 16); np.save({str(tmp_path / 'f.npy')!r}, frames)")
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)
+    frames = np.load(tmp_path / "f.npy")
+    assert frames.shape == drawn.shape and np.abs(frames.astype(int) - drawn).mean() < 3
+
+
+def test_colour_conversion_flags_are_pyavs_bilinear_full_chroma_accurate_rounding() -> None:
+    from av.video.reformatter import Interpolation
+
+    from aosa.engine.io.colour import SWS_FLAGS
+    assert SWS_FLAGS == (Interpolation.BILINEAR.value | Interpolation.FULL_CHR_H_INT.value
+                         | Interpolation.ACCURATE_RND.value)

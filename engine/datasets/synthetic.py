@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import av
 import numpy as np
+from PIL import Image
 
 from aosa.engine.datasets.sprites import LOOKS, SIDE, Sprite, patterned_sprite, smooth, textured_sprite, to_uint8
 from aosa.engine.errors import ConfigError
 from aosa.engine.io.colour import rgb_frame
+from aosa.engine.io.frames import CODEC as FRAMES
 from aosa.schemas.manifest import MANIFEST_COLUMNS
 
 # Class name -> target step direction (dx, dy), in the order of the probe model's classes.
@@ -42,6 +43,7 @@ FPS = 25
 ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
     "libx264": (".mp4", {"crf": "4", "preset": "ultrafast"}),
     "libvpx-vp9": (".webm", {"lossless": "1", "deadline": "realtime", "cpu-used": "8"}),
+    FRAMES: ("", {"quality": "95", "subsampling": "0"}),  # a directory of JPEG frames (3D-ResNets layout), Pillow
 }
 
 
@@ -295,13 +297,15 @@ def _write_video(out: Path, codec: str, variant: str, task: str, seed: int, inde
     clip, boxes = render_clip(np.random.default_rng([seed, index]), label, frames, size, variant, task)
     prefix = "" if task == "motion" else f"{task}-"
     relative = f"videos/{prefix}{variant}-{seed}-{index:05d}{ENCODERS[codec][0]}"
-    encode(out / relative, clip, codec)
+    (write_frames if codec == FRAMES else encode)(out / relative, clip, codec)
     return {"video_id": Path(relative).stem, "path": relative, "label": label,
             "boxes": json.dumps([[t, *box] for t, box in enumerate(boxes)])}
 
 
 def encode(path: Path, frames: np.ndarray, codec: str = "libx264") -> None:
     """Encode uint8 (T,H,W,3) RGB frames into `path` with the codec's near-lossless settings (yuv420p)."""
+    import av  # only encoding needs PyAV: frame directories are written with Pillow
+
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=FPS, options=ENCODERS[codec][1])
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
@@ -310,8 +314,19 @@ def encode(path: Path, frames: np.ndarray, codec: str = "libx264") -> None:
         container.mux(stream.encode())
 
 
+def write_frames(folder: Path, frames: np.ndarray, codec: str = FRAMES) -> None:
+    """Write uint8 (T,H,W,3) RGB frames as folder/image_00001.jpg, ... (JPEG, 4:4:4, quality 95)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = ENCODERS[codec][1]
+    for index, image in enumerate(frames, start=1):
+        Image.fromarray(image).save(folder / f"image_{index:05d}.jpg", quality=int(options["quality"]),
+                                    subsampling=int(options["subsampling"]))
+
+
 def through_yuv420(frames: np.ndarray) -> np.ndarray:
     """uint8 (T,H,W,3) RGB frames after the RGB -> yuv420p conversion `encode` applies and the one YUV -> RGB
     conversion every decoder applies (engine.io.colour): what a near-lossless 4:2:0 video gives back."""
+    import av
+
     return np.stack([rgb_frame(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p"))
                      for frame in frames])

@@ -10,11 +10,16 @@ with another matrix is one DALI cannot match (`dali_mismatch`).
 
 from __future__ import annotations
 
-import av
-import numpy as np
-from av.video.reformatter import Interpolation
+from typing import TYPE_CHECKING
 
-SWS_FLAGS = Interpolation.BILINEAR.value | Interpolation.FULL_CHR_H_INT.value | Interpolation.ACCURATE_RND.value
+import numpy as np
+
+if TYPE_CHECKING:
+    import av
+
+# swscale's SWS_BILINEAR | SWS_FULL_CHR_H_INT | SWS_ACCURATE_RND (av.video.reformatter.Interpolation; spelled out so
+# that frame directories and DALI decode without PyAV imported)
+SWS_FLAGS = 0x2 | 0x2000 | 0x40000
 
 # AVColorSpace / AVColorRange codes (libavutil/pixfmt.h) by name, for probes and messages.
 MATRICES = {0: "rgb", 1: "bt709", 2: "unspecified", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",

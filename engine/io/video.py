@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import av
 import numpy as np
 
 from aosa.engine.errors import ConfigError, VideoError
@@ -98,6 +97,8 @@ def choose_backend(info: VideoInfo, device: str) -> str:
 def decoder_name(backend: str, device: str = "cpu") -> str:
     """Provenance of frames decoded by `backend` ('pyav' or 'dali') on `device`, with versions."""
     if backend == "pyav":
+        import av  # PyAV is imported where it decodes: frame directories and DALI need no FFmpeg
+
         return f"pyav {av.__version__} (FFmpeg {av.ffmpeg_version_info})"
     import nvidia.dali
 
@@ -149,12 +150,16 @@ def _check_file(path: Path) -> None:
 
 def _open(path: Path) -> av.container.InputContainer:
     """Open for reading; undecodable metadata text must not fail the open."""
+    import av
+
     return av.open(str(path), metadata_errors="replace")
 
 
 @contextmanager
 def _av_errors(path: Path, kind: str, what: str) -> Iterator[None]:
     """Turn a PyAV/FFmpeg error into a one-line VideoError of `kind`."""
+    import av
+
     try:
         yield
     except av.FFmpegError as exc:
@@ -169,7 +174,7 @@ def _header_frames(stream: av.video.stream.VideoStream, container: av.container.
     if stream.duration is not None and stream.time_base:
         seconds = float(stream.duration * stream.time_base)
     elif container.duration:
-        seconds = container.duration / av.time_base
+        seconds = container.duration / 1_000_000  # FFmpeg's AV_TIME_BASE: container durations are in microseconds
     else:
         return None
     return round(seconds * rate) if rate else None
