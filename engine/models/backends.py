@@ -8,8 +8,8 @@ the CPU map within fp32 rounding and incremental occlusion stays exact. The redu
 speed; what they do to maps is measured, per mode, in FIDELITY (`aosa precision`), never assumed. The TF32 flags
 are process-wide, which is where a model worker lives.
 
-`compile` runs torch.compile with the inductor (CUDA graphs on a GPU, where its batch shapes are static: batches
-are padded to a few fixed sizes), checked against eager on first use as a TensorRT engine is. torch_tensorrt fails
+`compile` runs torch.compile with the inductor, once for every batch size (CUDA graphs on a GPU, one recorded per
+batch size), checked against eager on first use as a TensorRT engine is. torch_tensorrt fails
 to import on a machine without a GPU driver, so it is imported only inside the GPU path, after the checks below;
 a CPU machine never imports it. A compiled model serves forward passes only (occlusion and metric batches);
 gradient methods keep using the eager module, in the backend's precision.
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch._dynamo
 from torch import nn
 
 from aosa.engine.errors import ConfigError
@@ -174,29 +175,27 @@ def check_tolerance(eager: nn.Module, compiled: nn.Module, shape: tuple[int, ...
     log.info("%s within tolerance: max probability drift %.3g", what, drift)
 
 
-class PaddedBatches(nn.Module):
-    """A torch.compile'd module fed batches padded to the next power of two up to `largest` (larger ones in
-    pieces): at most a handful of static shapes, each compiled and, on a GPU, captured as a CUDA graph once.
-    Outputs are cloned, since a graph's next replay overwrites them."""
+class CompiledPasses(nn.Module):
+    """A torch.compile'd module compiled once for every batch size: the batch dimension is marked dynamic (a single
+    clip goes in twice, since torch.compile specializes size 1); on a GPU each batch size's CUDA graph is recorded
+    once and replayed. Outputs are cloned, since a graph's next replay overwrites them."""
 
-    def __init__(self, compiled: nn.Module, largest: int) -> None:
+    def __init__(self, compiled: nn.Module) -> None:
         super().__init__()
-        self.compiled, self.largest = compiled, largest
+        self.compiled = compiled
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        pieces = []
-        for part in batch.split(self.largest):
-            size = min(self.largest, 1 << (len(part) - 1).bit_length())
-            padding = part[-1:].expand(size - len(part), *part.shape[1:])
-            padded = part if size == len(part) else torch.cat([part, padding])
-            pieces.append(self.compiled(padded)[:len(part)].clone())
-        return torch.cat(pieces)
+        single = len(batch) == 1
+        batch = batch.expand(2, *batch.shape[1:]).contiguous() if single else batch
+        torch._dynamo.maybe_mark_dynamic(batch, 0)
+        logits = self.compiled(batch)
+        return (logits[:1] if single else logits).clone()
 
 
 def compile_inductor(model: LoadedModel, batch_size: int) -> nn.Module:
     """torch.compile of the model's module (inductor; CUDA graphs on a GPU), checked against eager on first use."""
     mode = "reduce-overhead" if model.device.type == "cuda" else None
-    compiled = PaddedBatches(torch.compile(model.module, mode=mode, dynamic=False), max(1, batch_size))
+    compiled = CompiledPasses(torch.compile(model.module, mode=mode, dynamic=False))
     shape = (3, model.preprocessing.frames, *model.preprocessing.size)
     with model.precision_context():
         check_tolerance(model.module, compiled, shape, model.device, "torch.compile'd model", max(1, batch_size))
