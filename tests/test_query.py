@@ -1,21 +1,33 @@
-"""`aosa query` (read-only SQL over the store) and `aosa report` (Table I)."""
+"""`aosa query` (read-only SQL over the store), `aosa report` (Table I), and stores at paths DuckDB would read
+as glob patterns."""
 
 import csv
 import io
 import json
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from aosa.engine.store.results import ResultStore
+from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.store.generations import visible_files
+from aosa.engine.store.reader import StoreReader
+from aosa.engine.store.writer import RunWriter
 from aosa.jobs.cli import main as aosa
+from aosa.jobs.evaluate import EXIT_UNITS_FAILED
+from aosa.jobs.evaluate import main as evaluate
 from aosa.jobs.query import main as query
 from aosa.jobs.report import main as report
+from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.tables import TABLES
+from tests.stored import write_unit
+from tests.videos import moving_square, write_video
 
 MODELS = ("r2plus1d", "r3d")  # the report orders models and methods by name
 METHODS = ("aosa", "aosa-approx", "osa:stride=4")
@@ -29,30 +41,30 @@ def cell_values(method_index: int, model_index: int) -> dict:
                 overall=round(0.501 + base / 2, 3), seconds_total=round(1.5 + base * 10, 3))
 
 
-def write_run(store: ResultStore, run_id: str, started: datetime, scale: float = 1.0) -> None:
+def write_run(root: Path, run_id: str, started: datetime, scale: float = 1.0) -> None:
     """Two models x three methods x two videos, and one failed unit; osa has no boxes (S-PT '-')."""
-    store.write_run(dict(run_id=run_id, config={"scale": scale}, versions={}, status="done", created_at=started))
-    for k, method in enumerate(METHODS):
-        for m, model in enumerate(MODELS):
-            rows = [dict(video_id=f"v{v}", model=model, method=method, status="ok", params={},
-                         spt_hits=v + k, spt_frames=0 if method.startswith("osa") else 4,
-                         created_at=started + timedelta(seconds=1),
-                         **{key: value * scale for key, value in cell_values(k, m).items()}) for v in range(2)]
-            store.write_unit(run_id, rows)
-    store.write_unit(run_id, [dict(video_id="broken", model=MODELS[0], method="aosa", status="error",
-                                   error_kind="video", error="zero bytes", params={})])
+    with RunWriter(root, run_id) as writer:
+        writer.write_run(dict(run_id=run_id, config={"scale": scale}, versions={}, status="done", created_at=started))
+        for k, method in enumerate(METHODS):
+            for m, model in enumerate(MODELS):
+                rows = [dict(video_id=f"v{v}", model=model, method=method, status="ok", params={},
+                             spt_hits=v + k, spt_frames=0 if method.startswith("osa") else 4,
+                             created_at=started + timedelta(seconds=1),
+                             **{key: value * scale for key, value in cell_values(k, m).items()}) for v in range(2)]
+                write_unit(writer, rows)
+        write_unit(writer, [dict(video_id="broken", model=MODELS[0], method="aosa", status="error",
+                                 error_kind="video", error="zero bytes", params={})])
 
 
 @pytest.fixture
 def store_dir(tmp_path):
     root = tmp_path / "store"
-    store = ResultStore(root)
-    write_run(store, "older", START - timedelta(days=1), scale=0.5)
-    write_run(store, "latest", START)
+    write_run(root, "older", START - timedelta(days=1), scale=0.5)
+    write_run(root, "latest", START)
     return root
 
 
-def run_query(capsys, root, sql: str, *options: str) -> tuple[int, str, str]:
+def run_query_cli(capsys, root, sql: str, *options: str) -> tuple[int, str, str]:
     code = query(["--store", str(root), sql, *options])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -61,16 +73,16 @@ def run_query(capsys, root, sql: str, *options: str) -> tuple[int, str, str]:
 def test_select_on_every_view_and_formats(store_dir, capsys):
     counts = {"runs": 2, "metrics": 2 * (12 + 1), "timings": 0, "maps": 0}
     for name, expected in counts.items():
-        code, out, _ = run_query(capsys, store_dir, f"SELECT count(*) AS n FROM {name}", "--format", "json")
+        code, out, _ = run_query_cli(capsys, store_dir, f"SELECT count(*) AS n FROM {name}", "--format", "json")
         assert code == 0 and json.loads(out) == [{"n": expected}]
-    code, out, _ = run_query(capsys, store_dir, "SELECT video_id, method, overall, created_at FROM metrics "
+    code, out, _ = run_query_cli(capsys, store_dir, "SELECT video_id, method, overall, created_at FROM metrics "
                              "WHERE run_id = 'latest' AND status = 'ok' ORDER BY method, model, video_id",
                              "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == 12 and rows[0]["method"] == "aosa"
     assert float(rows[0]["overall"]) == cell_values(0, 0)["overall"]
     assert datetime.fromisoformat(rows[0]["created_at"]) == START + timedelta(seconds=1)
-    code, out, _ = run_query(capsys, store_dir, "SELECT method, count(*) AS n FROM metrics GROUP BY method "
+    code, out, _ = run_query_cli(capsys, store_dir, "SELECT method, count(*) AS n FROM metrics GROUP BY method "
                              "ORDER BY method")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["method", "n"] and lines[2].split() == ["aosa", "10"]
@@ -78,27 +90,27 @@ def test_select_on_every_view_and_formats(store_dir, capsys):
 
 def test_empty_store_has_queryable_views_with_every_column(tmp_path, capsys):
     for name, schema in TABLES.items():
-        code, out, _ = run_query(capsys, tmp_path, f"SELECT * FROM {name}", "--format", "csv")
+        code, out, _ = run_query_cli(capsys, tmp_path, f"SELECT * FROM {name}", "--format", "csv")
         assert code == 0 and out.strip().split(",") == schema.names
-    code, out, _ = run_query(capsys, tmp_path, "SELECT count(*) AS n, max(deletion_auc) AS d FROM metrics",
+    code, out, _ = run_query_cli(capsys, tmp_path, "SELECT count(*) AS n, max(deletion_auc) AS d FROM metrics",
                              "--format", "json")
     assert json.loads(out) == [{"n": 0, "d": None}]
 
 
 def test_lists_and_old_files_lacking_columns(tmp_path, capsys):
-    store = ResultStore(tmp_path)
-    store.write_unit("r", [dict(video_id="v", model="m", method="aosa", status="ok", params={},
-                                deletion_curve=[1.0, 0.5, 0.25])])
+    with RunWriter(tmp_path, "r") as writer:
+        write_unit(writer, [dict(video_id="v", model="m", method="aosa", status="ok", params={},
+                                 deletion_curve=[1.0, 0.5, 0.25])])
     old = pa.table({"run_id": ["r"], "video_id": ["old"], "model": ["m"], "method": ["aosa"], "status": ["ok"]})
     pq.write_table(old, tmp_path / "metrics" / "run_id=r" / "method=aosa" / "part-old.parquet")
-    code, out, _ = run_query(capsys, tmp_path, "SELECT video_id, deletion_curve, params FROM metrics "
+    code, out, _ = run_query_cli(capsys, tmp_path, "SELECT video_id, deletion_curve, params FROM metrics "
                              "ORDER BY video_id", "--format", "json")
     assert code == 0 and json.loads(out) == [{"video_id": "old", "deletion_curve": None, "params": None},
                                              {"video_id": "v", "deletion_curve": [1.0, 0.5, 0.25], "params": "{}"}]
 
 
 def test_several_selects_and_describe_are_allowed(store_dir, capsys):
-    code, out, _ = run_query(capsys, store_dir, "DESCRIBE metrics; SELECT 1 AS one", "--format", "csv")
+    code, out, _ = run_query_cli(capsys, store_dir, "DESCRIBE metrics; SELECT 1 AS one", "--format", "csv")
     first, second = out.split("\n\n")
     assert code == 0 and "deletion_curve,FLOAT[]" in first and second.splitlines() == ["one", "1"]
 
@@ -137,7 +149,7 @@ def test_forbidden_statements_fail_with_one_line_and_write_nothing(kind, store_d
     monkeypatch.chdir(outside)
     before = sorted(tmp_path.rglob("*"))
     sql = FORBIDDEN[kind].format(outside=outside, store=store_dir)
-    code, out, err = run_query(capsys, store_dir, sql)
+    code, out, err = run_query_cli(capsys, store_dir, sql)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("aosa query: error: ")
     assert sorted(tmp_path.rglob("*")) == before
@@ -149,7 +161,7 @@ def test_forbidden_statements_fail_with_one_line_and_write_nothing(kind, store_d
 ])
 def test_sandbox_alone_refuses_writes_and_outside_reads(statement, store_dir, tmp_path):
     """Even a statement past the SELECT-only check cannot write, attach, install or read outside."""
-    con = ResultStore(store_dir).connect(read_only=True)
+    con = StoreReader(store_dir).connect(read_only=True)
     with pytest.raises(duckdb.Error):
         con.execute(statement.format(outside=tmp_path))
     assert con.execute("SELECT count(*) FROM metrics").fetchone() == (26,)
@@ -157,7 +169,7 @@ def test_sandbox_alone_refuses_writes_and_outside_reads(statement, store_dir, tm
 
 
 def test_missing_store_is_one_line(tmp_path, capsys):
-    code, _, err = run_query(capsys, tmp_path / "nope", "SELECT 1")
+    code, _, err = run_query_cli(capsys, tmp_path / "nope", "SELECT 1")
     assert code == 2 and err.strip() == f"aosa query: error: store {tmp_path / 'nope'} is not a directory"
 
 
@@ -216,22 +228,104 @@ def test_report_on_empty_store_is_one_line(tmp_path, capsys):
 
 def test_a_runaway_query_is_stopped_at_its_timeout_in_one_line(store_dir, capsys):
     began = time.monotonic()
-    code, out, err = run_query(capsys, store_dir, "SELECT count(*) FROM range(1000000000000) a", "--timeout", "1")
+    code, out, err = run_query_cli(capsys, store_dir, "SELECT count(*) FROM range(1000000000000) a", "--timeout", "1")
     assert code == 2 and out == "" and err.count("\n") == 1 and "1 s timeout" in err
     assert time.monotonic() - began < 30
 
 
 def test_a_query_past_the_row_cap_is_one_line_not_a_truncated_answer(store_dir, capsys):
-    code, out, err = run_query(capsys, store_dir, "SELECT * FROM range(10)", "--max-rows", "9")
+    code, out, err = run_query_cli(capsys, store_dir, "SELECT * FROM range(10)", "--max-rows", "9")
     assert code == 2 and out == "" and "more than 9 rows" in err
-    code, out, _ = run_query(capsys, store_dir, "SELECT * FROM range(10)", "--max-rows", "10", "--format", "csv")
+    code, out, _ = run_query_cli(capsys, store_dir, "SELECT * FROM range(10)", "--max-rows", "10", "--format", "csv")
     assert code == 0 and len(out.strip().splitlines()) == 11
 
 
 def test_memory_and_thread_caps_are_set_and_locked(store_dir, capsys):
     sql = "SELECT current_setting('threads') AS threads, current_setting('memory_limit') AS memory"
-    code, out, _ = run_query(capsys, store_dir, sql, "--threads", "1", "--memory-limit", "256MB", "--format", "json")
+    code, out, _ = run_query_cli(capsys, store_dir, sql, "--threads", "1", "--memory-limit", "256MB",
+                                 "--format", "json")
     settings = json.loads(out)[0]
     assert code == 0 and int(settings["threads"]) == 1 and settings["memory"].startswith(("244", "256"))
-    with ResultStore(store_dir).connect(read_only=True) as con, pytest.raises(duckdb.Error, match="locked"):
+    with StoreReader(store_dir).connect(read_only=True) as con, pytest.raises(duckdb.Error, match="locked"):
         con.execute("SET threads=8")
+
+
+GLOB_PATHS = [("st[1]", "st1"), ("st?", "st1"), ("st*", "st1"), ("a\\b[1]", "a/b1")]
+UNIT = ("video_id", "model", "method", "overall")
+
+
+def own_rows(root: Path, columns: tuple[str, ...] = UNIT) -> list[str]:
+    """The metrics rows of the files under `root` that readers see, read by path (no DuckDB), as JSON lines."""
+    rows = []
+    for path in visible_files(root, "metrics"):
+        with path.open("rb") as file:
+            rows += pq.read_table(file, columns=list(columns)).to_pylist()
+    return sorted(json.dumps(row, default=datetime.isoformat) for row in rows)
+
+
+def queried_rows(capsys, root: Path, columns: tuple[str, ...] = UNIT) -> list[str]:
+    code, out, err = run_query_cli(capsys, root, f"SELECT {', '.join(columns)} FROM metrics", "--format", "json")
+    assert code == 0, err
+    return sorted(json.dumps(row) for row in json.loads(out))
+
+
+def report_cells(capsys, root: Path) -> dict[tuple[str, str], float]:
+    assert report(["--store", str(root), "--format", "json"]) == 0
+    return {(row["method"], row["model"]): row["overall"] for row in json.loads(capsys.readouterr().out)}
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*.parquet")}
+
+
+@pytest.mark.parametrize(("copy", "original"), GLOB_PATHS)
+def test_a_store_at_a_glob_pattern_reads_only_itself(tmp_path, capsys, copy, original):
+    """A backup copy of a store at a path DuckDB would expand (`st[1]` matches `st1`; `st?` and `st*` both; a
+    backslash splits components there): its files keep the original's names but hold other numbers, and
+    query, report and compact on either store see only its own files."""
+    first, second = tmp_path / original, tmp_path / copy
+    write_run(first, "latest", START)
+    shutil.copytree(first, second)
+    for path in visible_files(second, "metrics"):
+        with path.open("rb") as file:
+            table = pq.read_table(file)
+        overall = table.schema.get_field_index("overall")
+        table = table.set_column(overall, "overall", pc.add(table.column(overall), 1.0))
+        with path.open("wb") as file:
+            pq.write_table(table, file)
+    originals = files_of(first)
+    for root in (first, second):
+        assert queried_rows(capsys, root) == own_rows(root)
+    cells = report_cells(capsys, first)
+    assert report_cells(capsys, second) == {key: pytest.approx(value + 1) for key, value in cells.items()}
+    copied = own_rows(second)
+    assert aosa(["compact", "--store", str(second)]) == 0
+    capsys.readouterr()
+    assert not list(second.rglob("part-*.parquet")) and own_rows(second) == copied
+    assert queried_rows(capsys, second) == copied
+    assert files_of(first) == originals and queried_rows(capsys, first) == own_rows(first)
+
+
+def test_evaluate_on_a_store_at_a_glob_pattern_keeps_its_own_rows(ray_cluster, tmp_path, capsys):
+    """`st[1]`, a backup of `st1` taken mid-run: resuming the run in each stores each one's own rows (the copy's
+    resume reads which units it holds from its own files, not from the original's files of the same names)."""
+    rows = [ManifestRow("v0", write_video(tmp_path / "v0.mp4", moving_square(18, 96, 128, step=2)), label=0),
+            ManifestRow("gone", tmp_path / "gone.mp4", label=1)]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(rows, manifest)
+    first, second = tmp_path / "st1", tmp_path / "st[1]"
+
+    def run(root: Path, *extra: str) -> int:
+        return evaluate(["--manifest", str(manifest), "--model", "probe3d", "--methods", "random", "--store",
+                         str(root), "--run-id", "r", "--model-actors", "1", *extra])
+
+    assert run(first, "--limit", "1") == 0
+    shutil.copytree(first, second)
+    assert run(first) == EXIT_UNITS_FAILED and run(second) == EXIT_UNITS_FAILED  # gone's error row, in each
+    capsys.readouterr()
+    columns = ("video_id", "method", "status", "created_at")
+    for root in (first, second):
+        assert queried_rows(capsys, root, columns) == own_rows(root, columns)
+        assert sorted(json.loads(row)["video_id"] for row in own_rows(root, columns)) == ["gone", "v0"]
+    assert own_rows(first, columns)[0] != own_rows(second, columns)[0]  # gone: stored by each store's own run
+    assert own_rows(first, columns)[1] == own_rows(second, columns)[1]  # v0: the copied row

@@ -34,7 +34,7 @@ from aosa.engine.store.generations import Generation, settle, write_generation
 from aosa.engine.store.maintenance import discard_unfinished
 from aosa.engine.store.paths import LOOSE_GLOB, compacted_name, partition, write_atomic
 from aosa.engine.store.results import ResultStore
-from aosa.engine.store.sql import literal
+from aosa.engine.store.sql import parquet_dataset
 from aosa.schemas.tables import TABLES, schema_of
 
 TARGET_ROWS = 100_000
@@ -108,9 +108,7 @@ def compact_table(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[Pat
 def merge(con: duckdb.DuckDBPyConnection, name: str, paths: Sequence[Path], folder: Path, generation: str,
           target_rows: int) -> list[Path]:
     """Rows of `paths`, unioned by column name as readers see them, as merged files in `folder`."""
-    listed = ", ".join(literal(str(path)) for path in paths)
-    reader = con.sql(f"SELECT * FROM read_parquet([{listed}], union_by_name=true, hive_partitioning=false)"
-                     ).to_arrow_reader(BATCH_ROWS)
+    reader = con.from_arrow(parquet_dataset(schema_of(name), paths)).to_arrow_reader(BATCH_ROWS)  # never globbed
     written: list[Path] = []
     chunk: list[pa.RecordBatch] = []
     rows = size = 0

@@ -1,5 +1,9 @@
 """DuckDB mechanics of the result store: typed views over Parquet files, and a read-only sandbox for user SQL.
 
+Views read exactly the files they are given, through pyarrow datasets: DuckDB's read_parquet expands every path
+as a glob pattern (a store at `st[1]` would read `st1`), and its patterns cannot spell every path (a backslash
+separates components there, so `a\\b[1]` cannot be escaped), so no store path ever reaches it.
+
 The sandbox (DuckDB >= 1.2 for `allowed_directories`): after the views exist, the connection may read
 only below the store root, cannot spill to disk, install or load extensions, and its configuration is
 locked; `select_statements` admits SELECT statements only (no COPY, ATTACH, CREATE, INSERT, SET, ...).
@@ -14,6 +18,9 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from aosa.engine.errors import AosaError
 
@@ -29,19 +36,28 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def parquet_dataset(schema: pa.Schema, files: Sequence[Path]) -> ds.Dataset:
+    """Exactly `files` (none is read as a glob pattern) as one dataset unioned by column name: `schema`'s
+    columns as it types them (null where a file lacks one), then the columns only some files have."""
+    extra = [pa.schema([field for field in _file_schema(path) if field.name not in schema.names]) for path in files]
+    fields = [field.with_nullable(True) for field in schema]
+    fields += pa.unify_schemas(extra, promote_options="permissive") if extra else []
+    return ds.dataset([str(path) for path in files], schema=pa.schema(fields), format="parquet",
+                      filesystem=pafs.LocalFileSystem())
+
+
+def _file_schema(path: Path) -> pa.Schema:
+    with path.open("rb") as file:
+        return pq.read_schema(file)
+
+
 def create_view(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, files: Sequence[Path]) -> None:
-    """View `name` with at least `schema`'s columns, over the Parquet `files` (none: an empty view).
+    """View `name` over exactly the Parquet `files` (none: an empty view), with every column of `schema`.
 
     Files are unioned by column name, so a column a file lacks reads as null; partition columns are
-    stored inside the files, so hive partitioning is off (directory names are quoted, not data).
+    stored inside the files, so directory names are never read as data.
     """
-    empty = con.from_arrow(schema.empty_table())
-    typed = ", ".join(f'CAST(NULL AS {type_}) AS "{column}"' for column, type_ in zip(empty.columns, empty.dtypes))
-    query = f"SELECT {typed} WHERE false"
-    if files:
-        paths = ", ".join(literal(str(path)) for path in files)
-        query += f" UNION ALL BY NAME SELECT * FROM read_parquet([{paths}], union_by_name=true, hive_partitioning=false)"
-    con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {query}')
+    con.register(name, parquet_dataset(schema, files))
 
 
 def create_latest_view(con: duckdb.DuckDBPyConnection, name: str, events: str, key: str, order: str) -> None:
