@@ -25,7 +25,8 @@ from aosa.engine.errors import ConfigError
 from aosa.engine.reporting.regression import SUMMARY_SQL
 from aosa.engine.store.sql import run_select
 from aosa.jobs.common import run_guarded
-from aosa.jobs.query import add_store_options, aligned, open_store, render
+from aosa.jobs.query import add_store_options, open_store
+from aosa.jobs.render import aligned, render
 
 COUNTS_SQL = """
 SELECT count(DISTINCT video_id) FILTER (WHERE status = 'ok'),

@@ -1,10 +1,12 @@
-"""`aosa query` (read-only SQL over the store), `aosa report` (Table I), and stores at paths DuckDB would read
-as glob patterns."""
+"""`aosa query` (read-only SQL over the store, in a child process bounded in memory, time and answer size),
+`aosa report` (Table I), and stores at paths DuckDB would read as glob patterns."""
 
 import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +19,9 @@ import pytest
 
 from aosa.engine.datasets.manifests import write_manifest
 from aosa.engine.store.generations import visible_files
+from aosa.engine.store.query import run_query
 from aosa.engine.store.reader import StoreReader
+from aosa.engine.store.sql import QueryError, QueryLimits
 from aosa.engine.store.writer import RunWriter
 from aosa.jobs.cli import main as aosa
 from aosa.jobs.evaluate import EXIT_UNITS_FAILED
@@ -28,6 +32,8 @@ from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.tables import TABLES
 from tests.stored import write_unit
 from tests.videos import moving_square, write_video
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = ("r2plus1d", "r3d")  # the report orders models and methods by name
 METHODS = ("aosa", "aosa-approx", "osa:stride=4")
@@ -248,6 +254,59 @@ def test_memory_and_thread_caps_are_set_and_locked(store_dir, capsys):
     assert code == 0 and int(settings["threads"]) == 1 and settings["memory"].startswith(("244", "256"))
     with StoreReader(store_dir).connect(read_only=True) as con, pytest.raises(duckdb.Error, match="locked"):
         con.execute("SET threads=8")
+
+
+def test_run_query_answers_each_statement_with_columns_and_rows(store_dir):
+    """The sandbox the CLI uses, as a function (a web UI's SQL box reuses it)."""
+    answers = run_query(StoreReader(store_dir), "SELECT 1 AS one; SELECT count(*) AS n FROM runs")
+    assert answers == [(["one"], [(1,)]), (["n"], [(2,)])]
+    with pytest.raises(QueryError, match="only SELECT statements are allowed"):
+        run_query(StoreReader(store_dir), "SELECT 1; DELETE FROM metrics")
+
+
+@pytest.mark.parametrize("sql", ["SELECT len(range(100000000))", "SELECT * FROM range(30000000)",
+                                 "SELECT list(i) FROM range(100000000) t(i)"])
+def test_a_query_past_its_memory_limit_is_one_line_and_its_processes_stay_small(store_dir, sql):
+    """DuckDB's memory_limit does not cover lists or the answer's conversion to Python (this first query grew the
+    process to 7.7 GB under a 100MB limit); the query's process is capped (idle it holds some 130 MiB; the CLI
+    process, which imports torch, some 850 MiB), so the whole tree stays small."""
+    command = [sys.executable, "-m", "aosa.jobs.query", "--store", str(store_dir), "--memory-limit", "200MB",
+               "--max-rows", "100000000", sql]
+    harness = subprocess.run([sys.executable, "-m", "tests.peak_rss", *command], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    result = json.loads(harness.stdout.split("RESULT ", 1)[1])
+    assert result["code"] == 2 and result["stderr"].count("\n") == 1
+    assert result["stderr"].startswith("aosa query: error: the query needed more than --memory-limit 200MB")
+    assert result["largest_peak_mib"] < 1536 and result["tree_mib"] < 1536, result
+    assert result["descendants_peak_mib"] < 512, result  # the query's process: near its idle size + 200MB
+
+
+def test_the_row_cap_counts_bytes_too(store_dir, capsys):
+    code, out, err = run_query_cli(capsys, store_dir, "SELECT range(1000000) AS r", "--max-bytes", "1MB")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "more than 1 MB" in err and "--max-bytes" in err
+    code, out, _ = run_query_cli(capsys, store_dir, "SELECT range(1000) AS r", "--max-bytes", "1MB", "--format", "json")
+    assert code == 0 and json.loads(out)[0]["r"] == list(range(1000))
+
+
+@pytest.mark.parametrize(("option", "value"), [("--memory-limit", "lots"), ("--max-bytes", "2 parsecs"),
+                                               ("--memory-limit", "0MB")])
+def test_a_bad_size_is_one_line(store_dir, capsys, option, value):
+    code, out, err = run_query_cli(capsys, store_dir, "SELECT 1", option, value)
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("aosa query: error: ")
+
+
+def stall(columns: list[str], rows: list[tuple]) -> str:
+    """A rendering that never ends (the child imports this module to call it)."""
+    time.sleep(3600)
+    return ""
+
+
+def test_the_timeout_kills_a_query_stuck_outside_duckdb(store_dir):
+    """DuckDB's interrupt cannot stop converting or rendering an answer; the parent kills the child."""
+    began = time.monotonic()
+    with pytest.raises(QueryError, match="1 s timeout"):
+        run_query(StoreReader(store_dir), "SELECT 1", QueryLimits(timeout=1), render=stall)
+    assert time.monotonic() - began < 60
 
 
 GLOB_PATHS = [("st[1]", "st1"), ("st?", "st1"), ("st*", "st1"), ("a\\b[1]", "a/b1")]

@@ -7,10 +7,13 @@ separates components there, so `a\\b[1]` cannot be escaped), so no store path ev
 The sandbox (DuckDB >= 1.2 for `allowed_directories`): after the views exist, the connection may read
 only below the store root, cannot spill to disk, install or load extensions, and its configuration is
 locked; `select_statements` admits SELECT statements only (no COPY, ATTACH, CREATE, INSERT, SET, ...).
+DuckDB's memory limit bounds its buffer pool only: engine.store.query bounds a whole query's process.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +25,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from aosa.engine.errors import AosaError
+from aosa.engine.errors import AosaError, ConfigError
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # DuckDB's: KB = 1000 bytes, KiB = 1024
+FETCH_ROWS = 2_048  # rows turned into Python objects at a time, so a cap stops a large answer early
 
 
 class QueryError(AosaError):
@@ -66,14 +73,27 @@ def create_latest_view(con: duckdb.DuckDBPyConnection, name: str, events: str, k
                 f'QUALIFY row_number() OVER (PARTITION BY "{key}" ORDER BY "{order}" DESC) = 1')
 
 
+def size_bytes(text: str) -> int:
+    """Bytes of a size in DuckDB's units: '2GB' (10^9 bytes), '512MiB' (2^29), '1.5 GB', '4096'."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        raise ConfigError(f"{text!r} is not a size such as 2GB, 512MB or 1GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
 @dataclass(frozen=True)
 class QueryLimits:
-    """What one user query may use: wall seconds, rows returned, DuckDB memory, and threads."""
+    """What one user query may use: wall seconds per statement, rows and bytes (pickled) returned per statement,
+    memory (DuckDB's units; the whole query process, engine.store.query), and threads."""
 
     timeout: float | None = 300.0
     max_rows: int | None = 1_000_000
+    max_bytes: int | None = 256 * 10**6
     memory: str = "2GB"
     threads: int = 2
+
+    def memory_bytes(self) -> int:
+        return size_bytes(self.memory)
 
 
 SANDBOX = (
@@ -92,9 +112,10 @@ def sandbox(con: duckdb.DuckDBPyConnection, root: Path, limits: QueryLimits = Qu
     """Lock `con` to reading files below `root`, within `limits`' memory and threads (call after the views
     are created; the configuration is locked last, so a query cannot lift the caps)."""
     allowed = literal(str(root.resolve()).rstrip("/") + "/")
+    memory = literal(f"{limits.memory_bytes()}B")
     try:
         for statement in SANDBOX:
-            con.execute(statement.format(root=allowed, memory=literal(limits.memory), threads=int(limits.threads)))
+            con.execute(statement.format(root=allowed, memory=memory, threads=int(limits.threads)))
     except duckdb.Error as exc:
         raise QueryError(f"DuckDB {duckdb.__version__} cannot sandbox queries (1.2 or newer needed): "
                          f"{first_line(exc)}") from None
@@ -117,18 +138,19 @@ def select_statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
 
 def run_select(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None,
                limits: QueryLimits | None = None) -> tuple[list[str], list[tuple]]:
-    """Column names and rows of one checked SELECT; a DuckDB failure, or a query past `limits`' timeout or
-    row cap, becomes a one-line QueryError (the query is interrupted, not left running)."""
+    """Column names and rows of one checked SELECT; a DuckDB failure, or a query past `limits`' timeout, row
+    or byte cap or memory, becomes a one-line QueryError (the query is interrupted, not left running)."""
     timeout = limits.timeout if limits else None
-    max_rows = limits.max_rows if limits else None
     timer = threading.Timer(timeout, con.interrupt) if timeout else None
     try:
         if timer:
             timer.start()
         cursor = con.execute(sql, parameters)
-        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
+        rows = fetch(cursor, limits) if limits else cursor.fetchall()
     except duckdb.InterruptException:
-        raise QueryError(f"the query ran past its {timeout:g} s timeout and was stopped (--timeout)") from None
+        raise timeout_error(timeout) from None
+    except (duckdb.OutOfMemoryException, MemoryError) as exc:
+        raise (memory_error(limits.memory) if limits else QueryError(first_line(exc))) from None
     except duckdb.PermissionException as exc:
         raise QueryError(f"{first_line(exc)} (queries may read only files inside the store)") from None
     except duckdb.Error as exc:
@@ -136,9 +158,31 @@ def run_select(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object
     finally:
         if timer:
             timer.cancel()
-    if max_rows is not None and len(rows) > max_rows:
-        raise QueryError(f"the query returns more than {max_rows} rows; add a LIMIT or raise --max-rows")
     return [column[0] for column in cursor.description], rows
+
+
+def fetch(cursor: duckdb.DuckDBPyConnection, limits: QueryLimits) -> list[tuple]:
+    """Every row of `cursor`, converted FETCH_ROWS at a time; more rows or bytes (as pickled) than `limits`
+    allow is a QueryError as soon as a chunk passes the cap, not a truncated answer."""
+    rows: list[tuple] = []
+    size = 0
+    while chunk := cursor.fetchmany(FETCH_ROWS):
+        rows += chunk
+        size += len(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        if limits.max_rows is not None and len(rows) > limits.max_rows:
+            raise QueryError(f"the query returns more than {limits.max_rows} rows; add a LIMIT or raise --max-rows")
+        if limits.max_bytes is not None and size > limits.max_bytes:
+            raise QueryError(f"the query returns more than {limits.max_bytes / 1e6:g} MB; add a LIMIT, select "
+                             "fewer columns or raise --max-bytes")
+    return rows
+
+
+def timeout_error(timeout: float | None) -> QueryError:
+    return QueryError(f"the query ran past its {timeout:g} s timeout and was stopped (--timeout)")
+
+
+def memory_error(memory: str) -> QueryError:
+    return QueryError(f"the query needed more than --memory-limit {memory} and was stopped")
 
 
 def first_line(exc: BaseException) -> str:
