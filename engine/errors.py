@@ -35,6 +35,12 @@ class ConfigError(AosaError):
     kind = "config"
 
 
+class StoreError(AosaError):
+    """The result store's files are inconsistent or cannot be written; the message names the file."""
+
+    kind = "store"
+
+
 SHOWN_KEYS = 3
 
 

@@ -1,15 +1,18 @@
-"""What every job shares: method options on the command line, and one-line errors instead of tracebacks."""
+"""What every job shares: method, backend and cluster options on the command line, opening a store, and
+one-line errors instead of tracebacks."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aosa.engine.errors import AosaError
+from aosa.engine.errors import AosaError, ConfigError
 from aosa.engine.models.backends import BACKENDS, PRECISIONS, fidelity_label
+from aosa.engine.store.reader import StoreReader
 from aosa.schemas.method_params import AGGREGATES, FILLS, FLOWS, INCREMENTAL, SCORES, MethodParams, ParamsError
 from aosa.schemas.preprocessing import PreprocessingError
 
@@ -43,9 +46,14 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="step: Adam step size")
     group.add_argument("--smoothness", type=float, default=defaults.smoothness,
                        help="step: weight of the spatio-temporal smoothness term")
-    group.add_argument("--incremental", choices=INCREMENTAL, default=defaults.incremental,
-                       help="aosa/osa: incremental inference over each mask's changed region (on), dense "
-                            "forwards (off), or incremental where the model's local prefix holds most of its work")
+    add_incremental_option(group)
+
+
+def add_incremental_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--incremental: a method option, which the nightly also takes and passes on to every part."""
+    parser.add_argument("--incremental", choices=INCREMENTAL, default=MethodParams().incremental,
+                        help="aosa/osa: incremental inference over each mask's changed region (on), dense "
+                             "forwards (off), or incremental where the model's local prefix holds most of its work")
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +70,29 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 def backend_fidelity() -> str:
     """One clause per precision saying how its maps compare with fp32's, as measured (for --help)."""
     return "Maps: " + "; ".join(f"{precision} {fidelity_label(precision)}" for precision in PRECISIONS) + "."
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where a Ray run's model actors go, for `aosa evaluate` and `aosa nightly` alike: the cluster, how many
+    actors, and their device and backend (add_backend_options)."""
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                        help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
+    parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
+    add_backend_options(parser)
+
+
+def cluster_argv(args: argparse.Namespace) -> list[str]:
+    """Parsed `add_cluster_options` and --incremental as `aosa evaluate` arguments (the nightly's parts get them)."""
+    address = ["--address", args.address] if args.address else []
+    return ["--model-actors", str(args.model_actors), "--device", args.device, "--backend", args.backend,
+            "--engine-cache", str(args.engine_cache), "--incremental", args.incremental, *address]
+
+
+def open_store(path: Path) -> StoreReader:
+    """The store at `path`, which must be an existing directory."""
+    if not path.is_dir():
+        raise ConfigError(f"store {path} is not a directory")
+    return StoreReader(path)
 
 
 def method_params(args: argparse.Namespace) -> MethodParams:

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aosa.engine.errors import ConfigError
-from aosa.engine.store.compaction import TARGET_ROWS, compact_run, run_ids
-from aosa.jobs.common import run_guarded
-from aosa.jobs.query import open_store
+from aosa.engine.store.compaction import TARGET_ROWS, compact_run
+from aosa.jobs.common import open_store, run_guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +31,13 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     if args.target_rows < 1:
         raise ConfigError("--target-rows must be at least 1")
-    known = run_ids(store)
+    known = store.run_ids()
     if args.run_id is not None and args.run_id not in known:
         raise ConfigError(f"store {store.root} has no run {args.run_id!r}")
     held = 0
     for run_id in [args.run_id] if args.run_id is not None else known:
         try:
-            print(compact_run(store, run_id, args.target_rows).describe())
+            print(compact_run(store.root, run_id, args.target_rows).describe())
         except ConfigError as exc:
             if args.run_id is not None:
                 raise

@@ -23,8 +23,8 @@ import ray
 from aosa.engine.datasets.manifests import count_rows, iter_manifest
 from aosa.engine.errors import ConfigError
 from aosa.engine.runtime.evaluation import Evaluation, Summary
-from aosa.engine.store.results import ResultStore
-from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from aosa.engine.store.writer import RunWriter
+from aosa.jobs.common import add_cluster_options, add_method_options, method_params, run_guarded
 from aosa.schemas.run_config import RunConfig, parse_methods
 
 EXIT_UNITS_FAILED = 3
@@ -38,20 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated; an entry may carry options: aosa:top_k=0,aosa-approx:relu=false")
     parser.add_argument("--store", type=Path, required=True, help="result store directory")
     parser.add_argument("--run-id", default=None, help="run id (default: a new one); reuse it to resume")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                        help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
     parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "dali"))
     parser.add_argument("--decode-device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: decode actors take a GPU share so DALI's GPU decoder reads H.264/HEVC/VP9/AV1")
     parser.add_argument("--start", type=int, default=0, help="first frame of every clip")
-    parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
     parser.add_argument("--decode-actors", type=int, default=1, help="decode + flow actors")
     parser.add_argument("--max-in-flight", type=int, default=4, help="videos decoded or scored at once")
     parser.add_argument("--metric-batch-size", type=int, default=16, help="clips per deletion/insertion pass")
     parser.add_argument("--retry-errors", action="store_true",
                         help="on resume, compute the units stored as errors again (default: keep them)")
-    add_backend_options(parser)
+    add_cluster_options(parser)
     add_method_options(parser)
     return parser
 
@@ -89,19 +86,28 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_UNITS_FAILED if summary.failed else 0
 
 
-def evaluate(args: argparse.Namespace, reference_repeats: int = 0) -> Summary:
-    """Run (or resume) the evaluation the arguments describe; with `reference_repeats`, also time the
-    reference forward pass inside the run's model actors before they stop (what the nightly divides by)."""
+def evaluate(args: argparse.Namespace) -> Summary:
+    """Run (or resume) the evaluation the arguments describe, holding the run (a second writer is refused at
+    once)."""
     config = config_from_args(args)
-    rows = itertools.islice(iter_manifest(args.manifest), config.limit)  # header checked here, rows streamed
-    total = min(count_rows(args.manifest), config.limit or sys.maxsize)
-    store = ResultStore(args.store)
-    with store.lock(config.run_id), sigterm_interrupts():  # a second writer of the run is refused at once
-        connect(args.address, config.model_actors + config.decode_actors)
-        with Evaluation(config, store) as evaluation:
+    with RunWriter(args.store, config.run_id) as writer:
+        return evaluate_held(writer, config, args.address)
+
+
+def evaluate_held(writer: RunWriter, config: RunConfig, address: str | None, reference_repeats: int = 0) -> Summary:
+    """Evaluate `config` into the run `writer` holds (the nightly evaluates every part of its run under one
+    hold); with `reference_repeats`, also time the reference forward pass inside the run's model actors
+    before they stop (what the nightly divides by)."""
+    manifest = Path(config.manifest)
+    rows = itertools.islice(iter_manifest(manifest), config.limit)  # header checked here, rows streamed
+    total = min(count_rows(manifest), config.limit or sys.maxsize)
+    with sigterm_interrupts():
+        connect(address, config.model_actors + config.decode_actors)
+        with Evaluation(config, writer) as evaluation:
             summary = evaluation.run(rows, total)
             if reference_repeats:
-                summary = dataclasses.replace(summary, reference_seconds=evaluation.reference_seconds(reference_repeats))
+                reference = evaluation.reference_seconds(reference_repeats)
+                summary = dataclasses.replace(summary, reference_seconds=reference)
     return summary
 
 

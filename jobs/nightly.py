@@ -8,13 +8,14 @@ a `runs` row with status "evaluated" and config {"nightly": {...}}. It is
 then judged against the baseline (default: the latest earlier nightly run of the same preset that
 passed), the verdict is another `runs` row with status "passed" or "failed", and the report lands in
 <store>/reports/<run id>.html. `--judge RUN_ID` judges a stored nightly run again, e.g. under new rules,
-without evaluating. Exit status: 0 passed, 1 failed (a broken rule or a failed unit), 2 bad options.
+without evaluating. The nightly holds the run's lock from its first part to its verdict, so no compaction
+or other writer of the run slips in between. Exit status: 0 passed, 1 failed (a broken rule or a failed
+unit), 2 bad options.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shutil
 import sys
@@ -35,13 +36,13 @@ from aosa.engine.reporting.html_report import write_report
 from aosa.engine.reporting.regression import (DEFAULT_RULES, NightlyRun, Rules, judge, load_rules, nightly_runs,
                                          previous_passed, summaries)
 from aosa.engine.runtime.provenance import git_sha, package_versions
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import run_select
+from aosa.engine.store.writer import RunWriter
 from aosa.jobs import evaluate
-from aosa.jobs.common import run_guarded
+from aosa.jobs.common import add_cluster_options, add_incremental_option, cluster_argv, run_guarded
 from aosa.jobs.report import describe_mixed, mixed_decoders
 from aosa.schemas.manifest import ManifestRow
-from aosa.schemas.method_params import INCREMENTAL
 
 PRESET_VERSION = 3  # bump whenever a preset's clips, models, methods or options change
                     # 2: small runs the trained probe; the reference forward is timed inside the model actors
@@ -98,42 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="regression rules file (JSON)")
     parser.add_argument("--judge", metavar="RUN_ID", default=None,
                         help="judge this stored nightly run again (e.g. under new rules) instead of running the preset")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                        help="Ray cluster to join (default: $RAY_ADDRESS, else an embedded local cluster)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--model-actors", type=int, default=2, help="model actors (one per GPU on a cluster)")
-    parser.add_argument("--incremental", choices=INCREMENTAL, default="auto",
-                        help="exact occlusion maps: incremental inference, dense forwards, or auto (the default)")
+    add_cluster_options(parser)
+    add_incremental_option(parser)
     return parser
 
 
-def evaluate_preset(args: argparse.Namespace, store: ResultStore) -> str:
-    """Evaluate every part of the preset into a new nightly run; returns its run id."""
-    run_id = "nightly-" + evaluate.new_run_id()
+def evaluate_preset(args: argparse.Namespace, writer: RunWriter) -> None:
+    """Evaluate every part of the preset into the new nightly run `writer` holds, then store its row."""
     parts = PRESETS[args.preset]
     work = (args.work or args.store / "nightly-inputs") / f"{args.preset}-v{PRESET_VERSION}"
-    address = ["--address", args.address] if args.address else []
     reference: dict[str, dict[str, Any]] = {}
     for part in parts:
         argv = ["--manifest", str(part.inputs(work / part.name)), "--model", part.model, "--methods", part.methods,
-                "--store", str(args.store), "--run-id", run_id, "--device", args.device,
-                "--model-actors", str(args.model_actors), "--incremental", args.incremental, *part.options, *address]
-        summary = evaluate.evaluate(evaluate.build_parser().parse_args(argv), reference_repeats=REFERENCE_REPEATS)
+                "--store", str(args.store), "--run-id", writer.run_id, *cluster_argv(args), *part.options]
+        config = evaluate.config_from_args(evaluate.build_parser().parse_args(argv))
+        summary = evaluate.evaluate_held(writer, config, args.address, reference_repeats=REFERENCE_REPEATS)
         reference.setdefault(part.model, {"model": part.model, "seconds": summary.reference_seconds,
                                           "repeats": REFERENCE_REPEATS, "where": "model actors"})
-    with store.connect(run_id) as con:
+    with StoreReader(writer.root).connect(writer.run_id) as con:
         _, ((failed,),) = run_select(con, "SELECT count(*) FROM metrics WHERE status = 'error'")
     nightly = {"preset": args.preset, "preset_version": PRESET_VERSION, "parts": [p.to_dict() for p in parts],
                "reference": list(reference.values()), "failed_units": failed}
-    write_nightly_row(store, run_id, nightly, "evaluated", {"versions": package_versions(), "git_sha": git_sha(),
-                                                             "host": platform.node(), "device": args.device})
-    return run_id
+    write_nightly_row(writer, nightly, "evaluated", {"versions": package_versions(), "git_sha": git_sha(),
+                                                     "host": platform.node(), "device": args.device})
 
 
-def write_nightly_row(store: ResultStore, run_id: str, nightly: dict[str, Any], status: str,
-                      details: dict[str, Any]) -> None:
-    """One `runs` row of a nightly run: config {"nightly": ...}, `status`, versions/git_sha/host/device."""
-    store.write_run({"run_id": run_id, "config": {"nightly": nightly}, "status": status, **details})
+def write_nightly_row(writer: RunWriter, nightly: dict[str, Any], status: str, details: dict[str, Any]) -> None:
+    """One `runs` row of the nightly run `writer` holds: config {"nightly": ...}, `status`, versions/git_sha/
+    host/device."""
+    writer.write_run({"run_id": writer.run_id, "config": {"nightly": nightly}, "status": status, **details})
 
 
 def choose_baseline(con: duckdb.DuckDBPyConnection, runs: dict[str, NightlyRun], tonight: NightlyRun,
@@ -164,12 +158,14 @@ def notes(rules: Rules, runs: dict[str, NightlyRun], tonight: NightlyRun, baseli
     return found
 
 
-def judge_run(store: ResultStore, run_id: str, rules: Rules, baseline: str | None) -> bool:
-    """Compare a nightly run with its baseline under `rules`, print the verdict, store it; True if passed."""
-    with store.connect() as con:
+def judge_run(writer: RunWriter, rules: Rules, baseline: str | None) -> bool:
+    """Compare the nightly run `writer` holds with its baseline under `rules`, print the verdict, store it;
+    True if passed."""
+    run_id = writer.run_id
+    with StoreReader(writer.root).connect() as con:
         runs = nightly_runs(con)
         if run_id not in runs:
-            raise ConfigError(f"run {run_id!r} is not a nightly run of the store {store.root}")
+            raise ConfigError(f"run {run_id!r} is not a nightly run of the store {writer.root}")
         tonight = runs[run_id]
         baseline = choose_baseline(con, runs, tonight, baseline)
         summary = summaries(con, [run_id] + ([baseline] if baseline else []))
@@ -191,7 +187,7 @@ def judge_run(store: ResultStore, run_id: str, rules: Rules, baseline: str | Non
     print(f"nightly {run_id}: {'PASSED' if passed else 'FAILED'} "
           f"({len(results) - len(broken)} of {len(results)} rule checks held)")
     judgement = {"baseline": baseline, "notes": found, "results": [asdict(result) for result in results]}
-    write_nightly_row(store, run_id, {**tonight.nightly, "rules": rules.to_dict(), "judgement": judgement},
+    write_nightly_row(writer, {**tonight.nightly, "rules": rules.to_dict(), "judgement": judgement},
                       "passed" if passed else "failed",
                       {key: tonight.row[key] for key in ("versions", "git_sha", "host", "device")})
     return passed
@@ -199,10 +195,11 @@ def judge_run(store: ResultStore, run_id: str, rules: Rules, baseline: str | Non
 
 def run(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
-    store = ResultStore(args.store)
-    run_id = args.judge or evaluate_preset(args, store)
-    passed = judge_run(store, run_id, rules, args.baseline)
-    print(f"report: {write_report(store, run_id)}")
+    with RunWriter(args.store, args.judge or "nightly-" + evaluate.new_run_id()) as writer:
+        if not args.judge:
+            evaluate_preset(args, writer)
+        passed = judge_run(writer, rules, args.baseline)
+    print(f"report: {write_report(StoreReader(args.store), writer.run_id)}")
     return 0 if passed else 1
 
 

@@ -24,8 +24,8 @@ import duckdb
 from aosa.engine.errors import ConfigError
 from aosa.engine.reporting.regression import SUMMARY_SQL
 from aosa.engine.store.sql import run_select
-from aosa.jobs.common import run_guarded
-from aosa.jobs.query import add_store_options, open_store
+from aosa.jobs.common import open_store, run_guarded
+from aosa.jobs.query import add_store_options
 from aosa.jobs.render import aligned, render
 
 COUNTS_SQL = """

@@ -49,7 +49,9 @@ RUNS = _schema(
     _optional("git_sha", pa.string()),
     _optional("host", pa.string()),
     _optional("device", pa.string()),
-    _required("status", pa.string()),                         # e.g. running, done, failed
+    # status: an evaluation's `running`, then `finished`, `failed` (some units failed) or `interrupted`; a
+    # nightly's own rows `evaluated`, then its verdict `passed` or `failed` (jobs/nightly.py)
+    _required("status", pa.string()),
 )
 
 METRICS = _schema(

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from aosa.engine.datasets.synthetic import write_benchmark
-from aosa.engine.store.results import ResultStore
+from tests.stored import stored_rows
 
 METHODS = ("aosa-approx", "osa")  # one map on one actor, one map sharded over both actors
 RUN_ID = "chaos"
@@ -60,7 +60,7 @@ def stored_units(store: Path) -> tuple[Counter, Counter, int]:
     that no stored row points at (left by a killed driver and not cleaned up)."""
     if not (store / "metrics").exists():
         return Counter(), Counter(), 0
-    rows = ResultStore(store).table("metrics", RUN_ID).to_pylist()
+    rows = stored_rows(store, "metrics", RUN_ID)
     referenced = {Path(row["map_path"]).name for row in rows if row["map_path"]}
     orphans = sum(1 for path in (store / "maps").rglob("*.npy") if path.name not in referenced)
     return Counter((row["video_id"], row["method"]) for row in rows), Counter(row["status"] for row in rows), orphans

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aosa.engine.datasets.synthetic import write_benchmark
 from aosa.engine.store import compaction
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
 from aosa.jobs.evaluate import main as evaluate
 from tests.driver_memory import with_peak_rss
 
@@ -38,7 +38,7 @@ def write_manifest(path: Path, rows: int, real: int, clips: list[Path]) -> None:
                 writer.writerow([f"v{i:07d}", f"missing/v{i:07d}.mp4"])
 
 
-def query_seconds(store: ResultStore) -> dict[str, float]:
+def query_seconds(store: StoreReader) -> dict[str, float]:
     """Seconds of each query in QUERIES (fresh connection each, as `aosa query` opens one)."""
     seconds = {}
     for name, sql in QUERIES.items():
@@ -60,9 +60,9 @@ def main(rows: str, real: str, workdir: str) -> int:
         "--manifest", str(manifest), "--model", "probe", "--methods", "random", "--store", str(folder / "store"),
         "--run-id", RUN_ID, "--model-actors", "2", "--max-in-flight", "8"]))
     seconds = time.perf_counter() - began
-    store = ResultStore(folder / "store")
+    store = StoreReader(folder / "store")
     before = {"files": len(store.files("metrics", RUN_ID)), **query_seconds(store)}
-    compaction.compact_run(store, RUN_ID)
+    compaction.compact_run(store.root, RUN_ID)
     after = {"files": len(store.files("metrics", RUN_ID)), **query_seconds(store)}
     print("RESULT " + json.dumps({"rows": int(rows), "real": int(real), "code": code, "seconds": round(seconds, 1),
                                   "units_per_second": round(int(rows) / seconds, 1), "peak_mib": round(peak),

@@ -11,47 +11,51 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aosa.engine.errors import StoreError
 from aosa.engine.runtime.recorder import UnitRecorder
 from aosa.engine.runtime.workers import Failure
 from aosa.engine.store import compaction, generations
+from aosa.engine.store.buffered import UnitWriter
 from aosa.engine.store.compaction import compact_run
-from aosa.engine.store.generations import StoreError, read_generation
+from aosa.engine.store.generations import read_generation
 from aosa.engine.store.maintenance import discard_unfinished, forget_errors
 from aosa.engine.store.paths import partition
-from aosa.engine.store.results import ResultStore, unit_rows
-from aosa.engine.store.writer import UnitWriter
+from aosa.engine.store.reader import StoreReader
+from aosa.engine.store.rows import map_file, unit_rows
+from aosa.engine.store.writer import RunWriter
 from aosa.jobs.cli import main as aosa
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.method_params import MethodParams
 from aosa.schemas.run_config import RunConfig, parse_methods
+from tests.stored import stored_rows, stored_table
 from tests.test_store import WHEN, metrics_row
 
 METHODS = ("aosa", "osa:stride=4")
 VIEWS = ("run_events", "runs", "metrics", "timings", "maps")
 
 
-def fake_unit(store: ResultStore, run_id: str, video: str, method: str, status: str = "ok"):
+def fake_unit(run_id: str, video: str, method: str, status: str = "ok"):
     """A unit's checked rows: a metrics row, two timings rows and (when ok) a 2x4x4 map."""
     keys = dict(video_id=video, model="r3d", method=method, created_at=WHEN)
     if status != "ok":
         return unit_rows(run_id, [metrics_row(video, method=method, status="error", error_kind="video")])
-    map_file = store.map_file(run_id, video, "r3d", method, np.full((2, 4, 4), 0.25, np.float32))
-    return unit_rows(run_id, [metrics_row(video, method=method, map_path=map_file.path)],
+    saved = map_file(run_id, video, "r3d", method, np.full((2, 4, 4), 0.25, np.float32))
+    return unit_rows(run_id, [metrics_row(video, method=method, map_path=saved.path)],
                      [keys | dict(stage=stage, seconds=0.5) for stage in ("explain", "total")],
-                     [keys | dict(path=map_file.path, shape=[2, 4, 4], dtype="float16")], [map_file])
+                     [keys | dict(path=saved.path, shape=[2, 4, 4], dtype="float16")], [saved])
 
 
-def fill(store: ResultStore, run_id: str, videos: range, max_units: int = 3, errors: tuple[int, ...] = ()) -> None:
+def fill(root: Path, run_id: str, videos: range, max_units: int = 3, errors: tuple[int, ...] = ()) -> None:
     """Units of `videos` x METHODS through a buffered writer, a few per flush; `errors` videos fail."""
-    with UnitWriter(store, run_id, max_units=max_units, max_seconds=60) as writer:
+    with RunWriter(root, run_id) as run, UnitWriter(run, max_units=max_units, max_seconds=60) as writer:
         for video in videos:
             for method in METHODS:
-                writer.add(fake_unit(store, run_id, f"v{video:03d}", method, "error" if video in errors else "ok"))
+                writer.add(fake_unit(run_id, f"v{video:03d}", method, "error" if video in errors else "ok"))
 
 
-def snapshot(store: ResultStore) -> dict[str, list[tuple]]:
+def snapshot(root: Path) -> dict[str, list[tuple]]:
     """Every row of every view, in one order."""
-    with store.connect() as con:
+    with StoreReader(root).connect() as con:
         return {view: con.sql(f"SELECT * FROM {view} ORDER BY ALL").fetchall() for view in VIEWS}
 
 
@@ -59,99 +63,110 @@ def loose(root: Path, table: str) -> list[Path]:
     return sorted((root / table).rglob("part-*.parquet"))
 
 
+def units(root: Path, run_id: str) -> set[tuple[str, str, str]]:
+    return StoreReader(root).stored_units(run_id)
+
+
+def rows(root: Path, name: str, run_id: str | None = None) -> int:
+    return stored_table(root, name, run_id).num_rows
+
+
+def write_run(root: Path, status: str, minutes: int) -> None:
+    with RunWriter(root, "r") as writer:
+        writer.write_run(dict(run_id="r", config={}, versions={}, status=status,
+                              created_at=WHEN + timedelta(minutes=minutes)))
+
+
 @pytest.fixture
-def store(tmp_path) -> ResultStore:
+def store(tmp_path) -> Path:
     """Run `r`: 20 videos x 2 methods in flushes of 3 units, two runs rows; run `other`: 2 units."""
-    store = ResultStore(tmp_path / "store")
+    root = tmp_path / "store"
     for status, minutes in (("running", 0), ("finished", 5)):
-        store.write_run(dict(run_id="r", config={}, versions={}, status=status, created_at=WHEN + timedelta(minutes=minutes)))
-    fill(store, "r", range(20), errors=(7,))
-    fill(store, "other", range(1))
-    return store
+        write_run(root, status, minutes)
+    fill(root, "r", range(20), errors=(7,))
+    fill(root, "other", range(1))
+    return root.resolve()
 
 
 def test_units_are_flushed_several_per_file_with_shared_group_names(store):
-    metrics = loose(store.root / "metrics", "run_id=r")
-    assert store.table("metrics", "r").num_rows == 40 and len(metrics) == 27  # 14 flushes of 3 units, by method
+    metrics = loose(store / "metrics", "run_id=r")
+    assert rows(store, "metrics", "r") == 40 and len(metrics) == 27  # 14 flushes of 3 units, by method
     assert {path.parent.name for path in metrics} == {partition("method", method) for method in METHODS}
-    siblings = loose(store.root / "timings", "run_id=r") + loose(store.root / "maps", "run_id=r")
+    siblings = loose(store / "timings", "run_id=r") + loose(store / "maps", "run_id=r")
     assert len(siblings) == 2 * 27 and {path.name for path in siblings} <= {path.name for path in metrics}
-    assert store.table("timings", "r").num_rows == 2 * 38 and store.table("maps", "r").num_rows == 38
-    assert store.load_map(store.table("maps", "r").column("path")[0].as_py()).dtype == np.float16
+    assert rows(store, "timings", "r") == 2 * 38 and rows(store, "maps", "r") == 38
+    assert StoreReader(store).load_map(stored_rows(store, "maps", "r")[0]["path"]).dtype == np.float16
 
 
-def test_add_returns_before_the_disk_is_written_and_flushes_on_time(tmp_path, monkeypatch):
-    store = ResultStore(tmp_path)
+def test_add_returns_before_the_disk_is_written_and_stores_on_time(tmp_path, monkeypatch):
     gate = threading.Event()
-    write_units = store.write_units
-    monkeypatch.setattr(store, "write_units", lambda *args: (gate.wait(10), write_units(*args)))
-    with UnitWriter(store, "r", max_units=2, max_seconds=0.2) as writer:
+    write_units = RunWriter.write_units
+    monkeypatch.setattr(RunWriter, "write_units", lambda *args: (gate.wait(10), write_units(*args)))
+    with RunWriter(tmp_path, "r") as run, UnitWriter(run, max_units=2, max_seconds=0.2) as writer:
         began = time.monotonic()
         for video in range(4):
-            writer.add(fake_unit(store, "r", f"v{video}", "aosa"))
-        assert time.monotonic() - began < 1 and store.stored_units("r") == set()  # the thread waits on the "disk"
+            writer.add(fake_unit("r", f"v{video}", "aosa"))
+        assert time.monotonic() - began < 1 and units(tmp_path, "r") == set()  # the thread waits on the "disk"
         gate.set()
-        writer.flush()
-        assert len(store.stored_units("r")) == 4
-        writer.add(fake_unit(store, "r", "late", "aosa"))
-        time.sleep(1.0)  # max_seconds passes: stored without a flush
-        assert ("late", "r3d", "aosa") in store.stored_units("r")
+        writer.add(fake_unit("r", "late", "aosa"))
+        time.sleep(1.0)  # the full buffers are stored, and max_seconds passes for the late one: stored too
+        assert len(units(tmp_path, "r")) == 5 and ("late", "r3d", "aosa") in units(tmp_path, "r")
 
 
 def test_the_recorder_stores_at_once_unless_buffered(tmp_path):
-    store = ResultStore(tmp_path)
     config = RunConfig("r", "m.csv", "probe3d", tuple(parse_methods("aosa,osa", MethodParams())))
-    recorder, failure = UnitRecorder(config, store), Failure("video", "a.mp4: zero bytes")
-    assert recorder.record_failure(ManifestRow("a", tmp_path / "a.mp4"), config.methods[0], failure) == "error"
-    assert store.stored_units("r") == {("a", "probe3d", "aosa")}  # no writer started: stored at once
-    with recorder.buffered(max_units=100):
-        for video in "bcd":
-            for spec in config.methods:
-                recorder.record_failure(ManifestRow(video, tmp_path / f"{video}.mp4"), spec, failure)
-        assert len(store.stored_units("r")) == 1  # buffered
-    assert len(store.stored_units("r")) == 7 and len(store.files("metrics", "r")) == 3  # one flush, by method
+    failure = Failure("video", "a.mp4: zero bytes")
+    with RunWriter(tmp_path, "r") as writer:
+        recorder = UnitRecorder(config, writer)
+        assert recorder.record_failure(ManifestRow("a", tmp_path / "a.mp4"), config.methods[0], failure) == "error"
+        assert units(tmp_path, "r") == {("a", "probe3d", "aosa")}  # no writer started: stored at once
+        with recorder.buffered(max_units=100):
+            for video in "bcd":
+                for spec in config.methods:
+                    recorder.record_failure(ManifestRow(video, tmp_path / f"{video}.mp4"), spec, failure)
+            assert len(units(tmp_path, "r")) == 1  # buffered
+    assert len(units(tmp_path, "r")) == 7 and len(StoreReader(tmp_path).files("metrics", "r")) == 3  # by method
 
 
-def test_a_failed_flush_is_raised_to_the_caller(tmp_path, monkeypatch):
-    store = ResultStore(tmp_path)
-    monkeypatch.setattr("aosa.engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(OSError(28, "No space")))
-    writer = UnitWriter(store, "r", max_units=1)
-    writer.add(fake_unit(store, "r", "a", "aosa"))
-    with pytest.raises(StoreError, match="storing units of run 'r' in .* failed: .*No space"):
-        writer.flush()
-    with pytest.raises(StoreError, match="No space"):
-        writer.add(fake_unit(store, "r", "b", "aosa"))
-    with pytest.raises(StoreError):
-        writer.close()
-    assert store.stored_units("r") == set()
+def test_a_failed_write_is_raised_to_the_caller(tmp_path, monkeypatch):
+    full = OSError(28, "No space")
+    monkeypatch.setattr("aosa.engine.store.paths.os.replace", lambda *args: (_ for _ in ()).throw(full))
+    with RunWriter(tmp_path, "r") as run:
+        writer = UnitWriter(run, max_units=1)
+        writer.add(fake_unit("r", "a", "aosa"))
+        with pytest.raises(StoreError, match="storing units of run 'r' in .* failed: .*No space"):
+            writer.close()
+        with pytest.raises(StoreError, match="No space"):
+            writer.add(fake_unit("r", "b", "aosa"))
+    assert units(tmp_path, "r") == set()
 
 
 @pytest.mark.parametrize("crash_at", range(6))
 def test_a_crash_in_a_flush_loses_only_the_buffer_and_resume_stores_each_unit_once(tmp_path, monkeypatch, crash_at):
     """Crash at the k-th file of a flush of 2 methods (timings, maps, metrics per method); resume."""
-    store = ResultStore(tmp_path)
-    fill(store, "r", range(2), max_units=4)
-    written, write_parquet = [], store._write_parquet
+    fill(tmp_path, "r", range(2), max_units=4)
+    written, write_parquet = [], RunWriter._write_parquet
 
-    def dying(*args) -> None:
+    def dying(self, *args) -> None:
         if len(written) == crash_at:
             raise KeyboardInterrupt
         written.append(args[0])
-        write_parquet(*args)
+        write_parquet(self, *args)
 
-    monkeypatch.setattr(store, "_write_parquet", dying)
+    monkeypatch.setattr(RunWriter, "_write_parquet", dying)
     with pytest.raises(StoreError):
-        fill(store, "r", range(2, 4), max_units=4)
+        fill(tmp_path, "r", range(2, 4), max_units=4)
     monkeypatch.undo()
-    stored = store.stored_units("r")
-    discard_unfinished(store, "r")
+    stored = units(tmp_path, "r")
     wanted = {(f"v{video:03d}", "r3d", method) for video in range(4) for method in METHODS}
-    with UnitWriter(store, "r") as writer:  # the resume: computes what is not stored (maps overwritten)
-        for video, _, method in sorted(wanted - stored):
-            writer.add(fake_unit(store, "r", video, method))
-    assert store.stored_units("r") == wanted
-    assert store.table("metrics", "r").num_rows == 8 and store.table("timings", "r").num_rows == 16
-    assert store.table("maps", "r").num_rows == 8 and not list(tmp_path.rglob("*.tmp"))
+    with RunWriter(tmp_path, "r") as run:  # the resume: computes what is not stored (maps overwritten)
+        discard_unfinished(run)
+        with UnitWriter(run) as writer:
+            for video, _, method in sorted(wanted - stored):
+                writer.add(fake_unit("r", video, method))
+    assert units(tmp_path, "r") == wanted
+    assert rows(tmp_path, "metrics", "r") == 8 and rows(tmp_path, "timings", "r") == 16
+    assert rows(tmp_path, "maps", "r") == 8 and not list(tmp_path.rglob("*.tmp"))
 
 
 def test_compact_merges_every_table_and_reads_the_same_rows(store):
@@ -159,21 +174,22 @@ def test_compact_merges_every_table_and_reads_the_same_rows(store):
     done = compact_run(store, "r", target_rows=25)
     assert done.before["metrics"] == 27 and done.after == {"runs": 1, "metrics": 2, "timings": 4, "maps": 2}
     assert snapshot(store) == before
-    record = read_generation(store.root, partition("run_id", "r"))
+    record = read_generation(store, partition("run_id", "r"))
     assert record.replaced == {} and sum(map(len, record.files.values())) == 9
-    assert not list((store.root / "metrics" / "run_id=r").rglob("part-*")) and not list(store.root.rglob("*.tmp"))
+    assert not list((store / "metrics" / "run_id=r").rglob("part-*")) and not list(store.rglob("*.tmp"))
     assert compact_run(store, "r", target_rows=25).after == done.after  # nothing left to merge
     assert compact_run(store, "other").after["metrics"] == 2  # one file per method partition
 
 
 def test_resume_and_retry_errors_after_compaction(store):
     compact_run(store, "r")
-    assert discard_unfinished(store, "r") == 0  # merged timings and maps are not orphans
-    assert forget_errors(store, "r") == 2  # rewrites the merged metrics files without the error rows
-    assert ("v007", "r3d", "aosa") not in store.stored_units("r") and store.table("metrics", "r").num_rows == 38
+    with RunWriter(store, "r") as writer:
+        assert discard_unfinished(writer) == 0  # merged timings and maps are not orphans
+        assert forget_errors(writer) == 2  # rewrites the merged metrics files without the error rows
+    assert ("v007", "r3d", "aosa") not in units(store, "r") and rows(store, "metrics", "r") == 38
     fill(store, "r", range(7, 8))  # the resume stores them again, as loose files beside the merged ones
     fill(store, "r", range(20, 22))
-    assert store.table("metrics", "r").num_rows == 44 and store.table("timings", "r").num_rows == 88
+    assert rows(store, "metrics", "r") == 44 and rows(store, "timings", "r") == 88
     before = snapshot(store)
     assert compact_run(store, "r").after["metrics"] == 2 and snapshot(store) == before
 
@@ -208,42 +224,43 @@ def test_a_crash_at_any_step_of_compaction_shows_one_set_and_is_recovered(store,
     with pytest.raises(KeyboardInterrupt):
         compact_run(store, "r", target_rows=25)
     monkeypatch.undo()
-    store.lock("r").path.unlink(missing_ok=True)  # the crashed process is gone: its lock goes with it
+    RunWriter(store, "r").lock.path.unlink(missing_ok=True)  # the crashed process is gone: its lock goes with it
     assert snapshot(store) == before  # the old files or the new ones, never both, never neither
     if point in ("first merged file", "third merged file", "before the commit rename"):
-        assert read_generation(store.root, partition("run_id", "r")) is None
+        assert read_generation(store, partition("run_id", "r")) is None
     fill(store, "r", range(20, 21))  # a resume writes beside whatever is visible
-    assert discard_unfinished(store, "r") >= 0 and len(store.stored_units("r")) == 42
+    with RunWriter(store, "r") as writer:
+        assert discard_unfinished(writer) >= 0 and len(units(store, "r")) == 42
     assert compact_run(store, "r", target_rows=25).after["metrics"] == 2
-    assert store.table("metrics", "r").num_rows == 42 and store.table("timings", "r").num_rows == 2 * 40
-    record = read_generation(store.root, partition("run_id", "r"))
-    on_disk = {path.relative_to(store.root).as_posix() for path in store.root.rglob("gen-*.parquet")
+    assert rows(store, "metrics", "r") == 42 and rows(store, "timings", "r") == 2 * 40
+    record = read_generation(store, partition("run_id", "r"))
+    on_disk = {path.relative_to(store).as_posix() for path in store.rglob("gen-*.parquet")
                if "run_id=r/" in path.as_posix() or path.parent.name == "run_id=r"}
     assert on_disk == {path for paths in record.files.values() for path in paths} and record.replaced == {}
 
 
 def test_compaction_is_refused_while_a_writer_holds_the_run(store, capsys):
-    with store.lock("r"):
-        code = aosa(["compact", "--store", str(store.root), "--run-id", "r"])
+    with RunWriter(store, "r"):
+        code = aosa(["compact", "--store", str(store), "--run-id", "r"])
         assert code == 2 and "run 'r' is being written by pid" in capsys.readouterr().err
-        assert aosa(["compact", "--store", str(store.root)]) == 2  # the other run is compacted
+        assert aosa(["compact", "--store", str(store)]) == 2  # the other run is compacted
         out, err = capsys.readouterr()
         assert "run 'other': files" in out and "skipped: run 'r'" in err
-    assert aosa(["compact", "--store", str(store.root)]) == 0
+    assert aosa(["compact", "--store", str(store)]) == 0
     assert "metrics 27 -> 2" in capsys.readouterr().out
-    assert aosa(["compact", "--store", str(store.root), "--run-id", "nope"]) == 2
+    assert aosa(["compact", "--store", str(store), "--run-id", "nope"]) == 2
 
 
 def test_runs_shows_each_runs_latest_row_and_run_events_every_row(store, capsys):
-    assert aosa(["query", "--store", str(store.root), "SELECT run_id, status FROM runs ORDER BY run_id",
+    assert aosa(["query", "--store", str(store), "SELECT run_id, status FROM runs ORDER BY run_id",
                  "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"run_id": "r", "status": "finished"}]
-    events = sorted(store.table("run_events", "r").to_pylist(), key=lambda row: row["created_at"])
+    events = sorted(stored_rows(store, "run_events", "r"), key=lambda row: row["created_at"])
     assert [row["status"] for row in events] == ["running", "finished"]
-    store.write_run(dict(run_id="r", config={}, versions={}, status="interrupted", created_at=WHEN + timedelta(hours=1)))
+    write_run(store, "interrupted", 60)
     compact_run(store, "r")
-    (row,) = store.table("runs").to_pylist()
-    assert row["status"] == "interrupted" and store.table("run_events").num_rows == 3
+    (row,) = stored_rows(store, "runs")
+    assert row["status"] == "interrupted" and rows(store, "run_events") == 3
 
 
 def test_a_reader_lists_again_when_a_compaction_commits_meanwhile(store, monkeypatch):
@@ -259,7 +276,7 @@ def test_a_reader_lists_again_when_a_compaction_commits_meanwhile(store, monkeyp
 
     compact_run(store, "r", target_rows=25)
     monkeypatch.setattr(generations, "current_generations", racing)
-    assert len(store.files("metrics", "r")) == 2 and len(reads) == 4
+    assert len(StoreReader(store).files("metrics", "r")) == 2 and len(reads) == 4
 
 
 @pytest.mark.slow
@@ -267,9 +284,9 @@ def test_a_reader_lists_again_when_a_compaction_commits_meanwhile(store, monkeyp
 def test_a_20000_unit_run_compacts_to_few_files_and_counts_5x_faster(tmp_path, monkeypatch, capsys):
     """The issue's store: 20,000 units, one metrics file each; measured before and after `aosa compact`."""
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # synthesis speed only; reads are what is measured
-    store = ResultStore(tmp_path)
+    store = StoreReader(tmp_path)
     methods = ("aosa", "aosa-approx", "osa", "aosa:top_k=0")
-    with UnitWriter(store, "big", max_units=1) as writer:  # one file per unit, as before issue 12
+    with RunWriter(tmp_path, "big") as run, UnitWriter(run, max_units=1) as writer:  # a file per unit, as before #12
         for video in range(5000):
             for index, method in enumerate(methods):
                 writer.add(unit_rows("big", [metrics_row(f"v{video:05d}", method=method, overall=video % 7 + index)]))
@@ -288,7 +305,7 @@ def test_a_20000_unit_run_compacts_to_few_files_and_counts_5x_faster(tmp_path, m
     files_before = len(store.files("metrics"))
     (count_before, counted), (average_before, averaged) = timed(count, 1), timed(average, 1)  # tens of seconds
     rows_before = timed(ordered, 1)[1]
-    compacted = compaction.compact_run(store, "big")
+    compacted = compaction.compact_run(tmp_path, "big")
     (count_after, counted_after), (average_after, averaged_after) = timed(count, 3), timed(average, 3)
     assert files_before == 20_000 and compacted.after["metrics"] <= 50 and counted == counted_after == [(20_000,)]
     assert averaged_after == averaged and timed(ordered, 1)[1] == rows_before

@@ -11,12 +11,13 @@ import pytest
 
 from aosa.engine.io.preprocess import load_clip
 from aosa.engine.runtime.workers import PreparedVideo, VideoPreparer
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.writer import RunWriter
 from aosa.jobs.explain import main as explain_main
 from aosa.jobs.report import main as report_main
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.preprocessing import Preprocessing
 from aosa.schemas.tables import build_table
+from tests.stored import stored_rows, write_unit
 from tests.test_store import metrics_row
 from tests.videos import moving_square, write_video
 
@@ -42,25 +43,24 @@ def test_explain_meta_records_the_decoder(vp9: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "o" / "meta.json").read_text())["decoder"].startswith("pyav ")
 
 
-def _write(store: ResultStore, run_id: str, video: str, decoder: str | None, method: str = "aosa") -> None:
+def _write(store: Path, run_id: str, video: str, decoder: str | None, method: str = "aosa") -> None:
     row = metrics_row(video, method=method) | ({"decoder": decoder} if decoder else {})
-    store.write_unit(run_id, [row], [], [])
+    with RunWriter(store, run_id) as writer:
+        write_unit(writer, [row])
 
 
 def test_metrics_decoder_column_round_trips_and_old_files_read_it_as_null(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path)
-    _write(store, "run", "new", "dali-cpu 2.4.0")
+    _write(tmp_path, "run", "new", "dali-cpu 2.4.0")
     old = build_table("metrics", [metrics_row("old") | {"run_id": "run"}]).drop_columns(["decoder"])
     pq.write_table(old, tmp_path / "metrics" / "run_id=run" / "method=aosa" / "part-old.parquet")
-    got = {row["video_id"]: row["decoder"] for row in store.table("metrics", "run").to_pylist()}
+    got = {row["video_id"]: row["decoder"] for row in stored_rows(tmp_path, "metrics", "run")}
     assert got == {"new": "dali-cpu 2.4.0", "old": None}
 
 
 def test_report_warns_about_mixed_decoders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    store = ResultStore(tmp_path)
-    _write(store, "run", "a", "dali-cpu 2.4.0", "aosa")
-    _write(store, "run", "a", "pyav 18.1.0 (FFmpeg 8.1.2)", "osa")
-    _write(store, "run", "b", "pyav 18.1.0 (FFmpeg 8.1.2)", "aosa")
+    _write(tmp_path, "run", "a", "dali-cpu 2.4.0", "aosa")
+    _write(tmp_path, "run", "a", "pyav 18.1.0 (FFmpeg 8.1.2)", "osa")
+    _write(tmp_path, "run", "b", "pyav 18.1.0 (FFmpeg 8.1.2)", "aosa")
     assert report_main(["--store", str(tmp_path), "--run-id", "run"]) == 0
     err = capsys.readouterr().err
     assert "warning: 1 video(s) were decoded with different decoders" in err and "a: dali-cpu 2.4.0 vs pyav" in err

@@ -13,7 +13,7 @@ from aosa.engine.io.preprocess import load_clip
 from aosa.engine.models.loading import load_model
 from aosa.engine.runtime.explain import explain_clip
 from aosa.engine.runtime.recorder import UnitRecorder
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
 from aosa.jobs.evaluate import EXIT_UNITS_FAILED, main
 from aosa.jobs.report import main as report_main
 from aosa.kernels.methods import get_method
@@ -21,6 +21,7 @@ from aosa.kernels.metrics import faithfulness
 from aosa.kernels.scoring import ScoreFunction
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.method_params import MethodParams
+from tests.stored import stored_rows
 from tests.videos import moving_square, write_video
 
 METHODS = "aosa,aosa-approx,osa,aosa:top_k=0"
@@ -41,7 +42,7 @@ def dataset(tmp_path_factory) -> tuple[Path, list[ManifestRow]]:
 
 
 def metrics_rows(store: Path, run_id: str) -> list[dict]:
-    return ResultStore(store).table("metrics", run_id).to_pylist()
+    return stored_rows(store, "metrics", run_id)
 
 
 def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster, dataset, tmp_path, capsys):
@@ -64,7 +65,7 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
                                ("aosa-approx", MethodParams(stride=32)), ("aosa:top_k=0", MethodParams(stride=32, top_k=0))):
             reference = explain_clip(clip, model, method.split(":")[0], params, target=row.label)
             unit = next(r for r in stored if (r["video_id"], r["method"]) == (row.video_id, method))
-            saved = ResultStore(store).load_map(unit["map_path"]).astype(np.float32)
+            saved = StoreReader(store).load_map(unit["map_path"]).astype(np.float32)
             scale = np.abs(reference.saliency).max()
             np.testing.assert_allclose(saved, reference.saliency, atol=2e-3 * scale, rtol=2e-3)
             expected = faithfulness(ScoreFunction(model, row.label, "prob"), clip.tensor,
@@ -75,7 +76,7 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
             assert unit["insertion_auc"] == pytest.approx(expected.insertion_auc, abs=1e-4)
             assert len(unit["deletion_curve"]) == 29 and unit["spt_frames"] == 2
 
-    timings = ResultStore(store).table("timings", "e2e").to_pylist()
+    timings = stored_rows(store, "timings", "e2e")
     stage = {(t["video_id"], t["method"], t["stage"]): (t["items"], t["unit"]) for t in timings}
     wall = {(t["video_id"], t["method"], t["stage"]): t["seconds"] for t in timings}
     for unit in (r for r in stored if r["status"] == "ok"):  # compute seconds: forwards plus work, never queueing
@@ -133,7 +134,7 @@ def test_resume_after_a_stop_stores_the_rest_and_duplicates_nothing(ray_cluster,
     stored = metrics_rows(store, "r")
     keys = [(r["video_id"], r["method"]) for r in stored]
     assert len(keys) == len(set(keys)) == 6
-    timings = ResultStore(store).table("timings", "r").to_pylist()
+    timings = stored_rows(store, "timings", "r")
     totals = [(t["video_id"], t["method"]) for t in timings if t["stage"] == "total"]
     assert len(totals) == len(set(totals)) == 4  # four ok units, none timed twice
     assert main(args) == 0  # a third run finds everything stored

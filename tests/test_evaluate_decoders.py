@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from aosa.engine.datasets.manifests import write_manifest
-from aosa.engine.store.results import ResultStore
 from aosa.jobs.evaluate import main
 from aosa.schemas.manifest import ManifestRow
+from tests.stored import stored_rows
 from tests.videos import colour_pattern, moving_square, write_video
 
 TOLERANCE = 0.005  # deletion, insertion and over-all AUC
@@ -32,7 +32,7 @@ def test_dali_and_pyav_runs_give_the_same_metrics(ray_cluster, manifest: Path, t
     for decoder in ("dali", "pyav"):
         assert main(["--manifest", str(manifest), "--methods", "aosa,aosa-approx", "--store", str(tmp_path),
                      "--run-id", decoder, "--decoder", decoder, "--stride", "32", "--model", "probe3d"]) == 0
-        rows = ResultStore(tmp_path).table("metrics", decoder).to_pylist()
+        rows = stored_rows(tmp_path, "metrics", decoder)
         results[decoder] = {(row["video_id"], row["method"]): row for row in rows}
     assert results["dali"].keys() == results["pyav"].keys() and len(results["dali"]) == 4
     for key, dali in results["dali"].items():

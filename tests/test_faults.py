@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from aosa.engine.datasets.manifests import write_manifest
-from aosa.engine.store.results import ResultStore
 from aosa.jobs.evaluate import EXIT_UNITS_FAILED, main
 from aosa.schemas.manifest import ManifestRow
+from tests.stored import stored_rows
 from tests.videos import moving_square, write_video
 
 
@@ -67,7 +67,7 @@ def test_every_bad_input_is_an_error_row_and_the_good_ones_complete(ray_cluster,
     code = main(["--manifest", str(manifest), "--model", "probe3d", "--methods", "aosa-approx", "--store",
                  str(store), "--run-id", "bad", "--model-actors", "1"])
     assert code == EXIT_UNITS_FAILED
-    stored = {row["video_id"]: row for row in ResultStore(store).table("metrics", "bad").to_pylist()}
+    stored = {row["video_id"]: row for row in stored_rows(store, "metrics", "bad")}
     assert set(stored) == {row.video_id for row in rows}
     for video_id, row in stored.items():
         if video_id in expected:
@@ -105,7 +105,7 @@ def test_killed_model_actor_is_restarted_and_its_shard_redone(ray_cluster, tmp_p
     killer.join()
     assert killed, "no model actor process was found to kill"
     assert code == 0
-    stored = ResultStore(store).table("metrics", "kill").to_pylist()
+    stored = stored_rows(store, "metrics", "kill")
     keys = [(row["video_id"], row["method"]) for row in stored]
     assert len(keys) == len(set(keys)) == 3 and all(row["status"] == "ok" for row in stored)
 
@@ -137,7 +137,7 @@ def picky_model(root: Path) -> Path:
 
 
 def run_state(store: Path, run_id: str) -> str:
-    runs = ResultStore(store).table("runs", run_id).to_pylist()
+    runs = stored_rows(store, "runs", run_id)
     return max(runs, key=lambda row: row["created_at"])["status"]
 
 
@@ -158,7 +158,7 @@ def test_a_model_that_raises_and_a_bad_file_are_rows_and_the_run_ends_failed(ray
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err
     assert out.strip().splitlines()[-1].startswith("run picky: 2 units ok, 6 failed")
-    stored = ResultStore(store).table("metrics", "picky").to_pylist()
+    stored = stored_rows(store, "metrics", "picky")
     assert sorted((r["video_id"], r["status"], r["error_kind"]) for r in stored) == sorted(
         [("dark", "ok", None)] * 2 + [("bright", "error", "RuntimeError")] * 2
         + [("grey", "error", "non_finite_map")] * 2 + [("corrupt", "error", "not_video")] * 2)
@@ -166,7 +166,7 @@ def test_a_model_that_raises_and_a_bad_file_are_rows_and_the_run_ends_failed(ray
     assert all("too bright" in r["error"] and str(tmp_path / "bright.mp4") in r["error"] for r in bright)
     assert run_state(store, "picky") == "failed"
     assert main(args) == 0 and run_state(store, "picky") == "finished"  # a resume keeps the error rows
-    assert len(ResultStore(store).table("metrics", "picky").to_pylist()) == 8
+    assert len(stored_rows(store, "metrics", "picky")) == 8
     assert main([*args, "--retry-errors"]) == EXIT_UNITS_FAILED  # asked to: the failed units run again, once
-    again = ResultStore(store).table("metrics", "picky").to_pylist()
+    again = stored_rows(store, "metrics", "picky")
     assert sorted((r["video_id"], r["status"]) for r in again) == sorted((r["video_id"], r["status"]) for r in stored)

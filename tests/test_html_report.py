@@ -16,10 +16,13 @@ from aosa.engine.datasets.manifests import read_manifest
 from aosa.engine.datasets.synthetic import write_benchmark
 from aosa.engine.reporting.html_report import _cell, write_report
 from aosa.engine.reporting.regression import load_rules
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
+from aosa.engine.store.rows import map_file
+from aosa.engine.store.writer import RunWriter
 from aosa.jobs.nightly import judge_run, write_nightly_row
 from aosa.schemas.method_params import MethodParams
 from aosa.schemas.run_config import RunConfig, parse_methods
+from tests.stored import write_unit
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -51,26 +54,25 @@ def console_messages(log: str) -> list[str]:
     return [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
-def store_run(store: ResultStore, run_id: str, manifest: Path, night: int) -> None:
+def store_run(writer: RunWriter, manifest: Path, night: int) -> None:
     """Metrics, maps and the evaluate config of one run over the manifest; later nights score higher."""
-    rng = np.random.default_rng(night)
+    rng, run_id = np.random.default_rng(night), writer.run_id
     config = RunConfig(run_id, str(manifest), "probe3d", tuple(parse_methods(",".join(METHODS), MethodParams())))
-    store.write_run({"run_id": run_id, "config": config.to_dict(), "status": "finished", **DETAILS})
+    writer.write_run({"run_id": run_id, "config": config.to_dict(), "status": "finished", **DETAILS})
     for row in read_manifest(manifest):
         for rank, method in enumerate(METHODS):
-            saliency = rng.random((16, 112, 112), dtype=np.float32)
+            saved = map_file(run_id, row.video_id, "probe3d", method, rng.random((16, 112, 112), dtype=np.float32))
             deletion = np.linspace(0.9, 0.1, 29) ** (2 - rank) + 0.01 * night
             insertion = 1.0 - deletion[::-1] + 0.05 * night
-            store.write_unit(run_id, [{
+            write_unit(writer, [{
                 "run_id": run_id, "video_id": row.video_id, "model": "probe3d", "method": method, "status": "ok",
                 "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean()),
                 "overall": float(insertion.mean() - deletion.mean()), "deletion_curve": deletion.tolist(),
                 "insertion_curve": insertion.tolist(), "spt_hits": 8 + night, "spt_frames": 16,
-                "seconds_total": 0.5 + 0.1 * night, "params": "{}",
-                "map_path": store.save_map(run_id, row.video_id, "probe3d", method, saliency)}])
+                "seconds_total": 0.5 + 0.1 * night, "params": "{}", "map_path": saved.path}], files=[saved])
     reference = [{"model": "probe3d", "seconds": 0.01}]
-    write_nightly_row(store, run_id, {"preset": "small", "preset_version": 1, "reference": reference,
-                                      "failed_units": 0}, "evaluated", DETAILS)
+    write_nightly_row(writer, {"preset": "small", "preset_version": 1, "reference": reference, "failed_units": 0},
+                      "evaluated", DETAILS)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +80,11 @@ def report(tmp_path_factory) -> Path:
     """The report of the second of two judged nightly runs over two synthetic clips."""
     root = tmp_path_factory.mktemp("report")
     manifest = write_benchmark(root / "clips", videos=2, seed=0)
-    store = ResultStore(root / "store")
     for night, run_id in enumerate(("nightly-a", "nightly-b")):
-        store_run(store, run_id, manifest, night)
-        judge_run(store, run_id, load_rules(), None)
-    return write_report(store, "nightly-b")
+        with RunWriter(root / "store", run_id) as writer:
+            store_run(writer, manifest, night)
+            judge_run(writer, load_rules(), None)
+    return write_report(StoreReader(root / "store"), "nightly-b")
 
 
 def test_report_is_one_self_contained_file_with_every_section(report):

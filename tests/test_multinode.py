@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aosa.engine.datasets.manifests import write_manifest
-from aosa.engine.store.results import ResultStore
 from aosa.schemas.manifest import ManifestRow
+from tests.stored import stored_rows
 from tests.videos import moving_square, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,6 @@ def test_removing_a_worker_node_mid_run_leaves_every_unit_stored_once(tmp_path):
     outcome = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert outcome["code"] == 0 and outcome["removed"]
     assert len(set(outcome["nodes"])) == 2  # the two model actors sat on two nodes: shards crossed nodes
-    stored = ResultStore(store).table("metrics", "multinode").to_pylist()
+    stored = stored_rows(store, "metrics", "multinode")
     keys = [(row["video_id"], row["method"]) for row in stored]
     assert len(keys) == len(set(keys)) == 2 * len(rows) and all(row["status"] == "ok" for row in stored)

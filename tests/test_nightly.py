@@ -14,8 +14,19 @@ import pyarrow.compute as pc
 import pytest
 
 from aosa.engine.reporting.regression import DEFAULT_RULES, RulesError, judge, load_rules, nightly_runs
-from aosa.engine.store.results import ResultStore
-from aosa.jobs.nightly import judge_run, main, write_nightly_row
+from aosa.engine.runtime.evaluation import Summary
+from aosa.engine.store.reader import StoreReader
+from aosa.engine.store.writer import RunWriter
+from aosa.jobs import nightly as nightly_job
+from aosa.jobs.cli import main as aosa
+from aosa.jobs.nightly import Part, judge_run, main, write_nightly_row
+from tests.stored import stored_table, write_unit
+
+
+def unit_row(model: str, **extra) -> dict:
+    """The metrics row of one scored unit of the `random` method."""
+    return {"video_id": "v0", "model": model, "method": "random", "status": "ok", "overall": 0.1,
+            "seconds_total": 1.0, "params": "{}", **extra}
 
 
 def run_nightly(*argv: str) -> tuple[int, str]:
@@ -32,7 +43,7 @@ def nightly(ray_cluster, tmp_path_factory) -> tuple[Path, str, str]:
     store = tmp_path_factory.mktemp("nightly") / "store"
     code, output = run_nightly("--store", str(store), "--preset", "small")
     assert code == 0, output
-    with ResultStore(store).connect() as con:
+    with StoreReader(store).connect() as con:
         (run_id,) = nightly_runs(con)
     return store, run_id, output
 
@@ -52,7 +63,7 @@ def test_first_night_passes_records_its_verdict_and_writes_the_report(nightly):
     assert "nothing to compare with" in output and f"nightly {run_id}: PASSED" in output
     report = Path(output.split("report: ")[-1].strip())
     assert report.is_file() and report.parent == store.resolve() / "reports"
-    with ResultStore(store).connect() as con:
+    with StoreReader(store).connect() as con:
         run = nightly_runs(con)[run_id]
     assert run.status == "passed" and run.nightly["preset"] == "small" and run.rules_version == 1
     assert [(entry["model"], entry["where"]) for entry in run.nightly["reference"]] == [("probe", "model actors")]
@@ -68,16 +79,17 @@ def test_a_run_compared_with_itself_passes(store):
 
 def test_a_better_baseline_fails_the_night_naming_metric_and_method(store):
     path, run_id = store
-    results = ResultStore(path)
-    metrics = results.table("metrics", run_id)
+    results = StoreReader(path)
+    metrics = stored_table(path, "metrics", run_id)
     better = metrics.set_column(metrics.schema.get_field_index("overall"), "overall",
                                 pc.add(metrics["overall"], 0.1))
-    results.write_unit("nightly-better", [{**row, "run_id": "nightly-better"} for row in better.to_pylist()])
     with results.connect() as con:
         verdict = nightly_runs(con)[run_id]
-    results.write_run({**{key: verdict.row[key] for key in ("versions", "git_sha", "host", "device")},
-                       "run_id": "nightly-better", "config": {"nightly": verdict.nightly}, "status": "passed",
-                       "created_at": verdict.started - timedelta(hours=1)})
+    with RunWriter(path, "nightly-better") as writer:
+        write_unit(writer, [{**row, "run_id": "nightly-better"} for row in better.to_pylist()])
+        writer.write_run({**{key: verdict.row[key] for key in ("versions", "git_sha", "host", "device")},
+                          "run_id": "nightly-better", "config": {"nightly": verdict.nightly}, "status": "passed",
+                          "created_at": verdict.started - timedelta(hours=1)})
 
     code, output = run_nightly("--store", str(path), "--judge", run_id)  # default baseline: latest passed before
     assert code == 1, output
@@ -97,7 +109,7 @@ def test_judging_under_a_newer_rules_version_says_so_and_records_it(store, tmp_p
     code, output = run_nightly("--store", str(path), "--judge", run_id, "--baseline", run_id, "--rules", str(newer))
     assert code == 0, output
     assert "note: baseline was judged under rules v1, tonight under rules v2" in output
-    with ResultStore(path).connect() as con:
+    with StoreReader(path).connect() as con:
         assert nightly_runs(con)[run_id].rules_version == 2
 
 
@@ -134,16 +146,37 @@ def test_first_matching_rule_applies_and_relative_bounds_scale_with_the_baseline
 
 
 def test_judging_notes_videos_that_tonight_and_the_baseline_decoded_differently(tmp_path, capsys):
-    store = ResultStore(tmp_path / "store")
     details = {"versions": {}, "git_sha": None, "host": "test", "device": "cpu"}
     for run_id, decoder in (("nightly-a", "dali-cpu 2.4.0"), ("nightly-b", "pyav 18.1.0 (FFmpeg 8.1.2)")):
-        store.write_unit(run_id, [{"run_id": run_id, "video_id": "v0", "model": "probe", "method": "random",
-                                   "status": "ok", "overall": 0.1, "seconds_total": 1.0, "params": "{}",
-                                   "decoder": decoder}])
-        write_nightly_row(store, run_id, {"preset": "small", "preset_version": 2, "failed_units": 0,
-                                          "reference": [{"model": "probe", "seconds": 0.01}]}, "evaluated", details)
-        judge_run(store, run_id, load_rules(), None)
+        with RunWriter(tmp_path / "store", run_id) as writer:
+            write_unit(writer, [unit_row("probe", decoder=decoder)])
+            write_nightly_row(writer, {"preset": "small", "preset_version": 2, "failed_units": 0,
+                                       "reference": [{"model": "probe", "seconds": 0.01}]}, "evaluated", details)
+            judge_run(writer, load_rules(), None)
     notes = [line for line in capsys.readouterr().out.splitlines() if "different decoders" in line]
     assert notes == ["note: 1 video(s) were decoded with different decoders in tonight and the baseline "
                      "(e.g. v0: dali-cpu 2.4.0 vs pyav 18.1.0 (FFmpeg 8.1.2)); their metrics may differ for that "
                      "reason alone"]
+
+
+def test_the_nightly_holds_its_run_from_the_first_part_to_the_verdict(tmp_path, monkeypatch, capsys):
+    """No compaction gets the run during or between its parts; its own rows are written holding it."""
+    store = tmp_path / "store"
+    parts = tuple(Part(name, lambda folder: folder / "m.csv", model, "random") for name, model in (("one", "probe"),
+                                                                                                   ("two", "probe:x")))
+    monkeypatch.setitem(nightly_job.PRESETS, "small", parts)
+    compactions = []
+
+    def evaluate_held(writer: RunWriter, config, address, reference_repeats) -> Summary:
+        write_unit(writer, [unit_row(config.model)])
+        compactions.append(aosa(["compact", "--store", str(store), "--run-id", writer.run_id]))
+        return Summary(writer.run_id, 1, 0, 0, reference_seconds=0.01)
+
+    monkeypatch.setattr(nightly_job.evaluate, "evaluate_held", evaluate_held)
+    monkeypatch.setattr(nightly_job, "write_report", lambda store, run_id: store.root / "report.html")
+    code, output = run_nightly("--store", str(store), "--preset", "small")
+    assert code == 0 and compactions == [2, 2], output
+    assert capsys.readouterr().err.count("is being written by pid") == 2
+    with StoreReader(store).connect() as con:
+        assert [run.status for run in nightly_runs(con).values()] == ["passed"]
+    assert list((store / "locks").iterdir()) == []

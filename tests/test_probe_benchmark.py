@@ -6,7 +6,7 @@ import json
 import pytest
 
 from aosa.engine.datasets.synthetic import write_benchmark
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
 from aosa.jobs.evaluate import main as evaluate
 from aosa.jobs.report import main as report
 
@@ -23,7 +23,7 @@ def probe_store(ray_cluster, tmp_path_factory):
 
 
 def test_aosa_points_at_the_target_far_more_often_than_random(probe_store):
-    with ResultStore(probe_store).connect(read_only=True) as con:
+    with StoreReader(probe_store).connect(read_only=True) as con:
         rows = con.execute("SELECT method, sum(spt_hits) / sum(spt_frames), count(*) FROM metrics "
                            "WHERE status = 'ok' GROUP BY method").fetchall()
     spt = {method: rate for method, rate, _ in rows}
@@ -34,7 +34,7 @@ def test_aosa_points_at_the_target_far_more_often_than_random(probe_store):
 def test_report_numbers_equal_a_duckdb_query(probe_store, capsys):
     assert report(["--store", str(probe_store), "--run-id", "probe", "--format", "json"]) == 0
     cells = {cell["method"]: cell for cell in json.loads(capsys.readouterr().out)}
-    with ResultStore(probe_store).connect(read_only=True) as con:
+    with StoreReader(probe_store).connect(read_only=True) as con:
         for method, deletion, insertion, overall, hits, frames, seconds in con.execute(
                 "SELECT method, avg(deletion_auc), avg(insertion_auc), avg(overall), sum(spt_hits), "
                 "sum(spt_frames), avg(seconds_total) FROM metrics WHERE status = 'ok' GROUP BY method").fetchall():

@@ -16,8 +16,8 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from aosa.engine.datasets.manifests import write_manifest
-from aosa.engine.store.results import ResultStore
 from aosa.schemas.manifest import ManifestRow
+from tests.stored import stored_rows
 from tests.videos import moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_ray_job_submit_runs_evaluate_with_token_auth(head, tmp_path):
                                capture_output=True, text=True, timeout=600)
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     assert "succeeded" in submitted.stdout + submitted.stderr
-    rows = ResultStore(store).table("metrics", "job").to_pylist()
+    rows = stored_rows(store, "metrics", "job")
     assert [(row["video_id"], row["method"], row["status"]) for row in rows] == [("clip", "aosa-approx", "ok")]
 
 

@@ -7,7 +7,7 @@ deltas against the baseline coloured green (better) or red (worse), the mean del
 curves per method, each metric's trend over the preset's past nightly runs, and saliency overlays of a
 few fixed clips (the first clips of each manifest the run evaluated).
 
-    path = write_report(ResultStore("results"), "nightly-20250101T030000-1a2b3c")  # results/reports/<id>.html
+    path = write_report(StoreReader("results"), "nightly-20250101T030000-1a2b3c")  # results/reports/<id>.html
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from PIL import Image
 from aosa.engine.reporting.regression import HIGHER, METRICS, NightlyRun, Summary
 from aosa.engine.reporting.report_data import ClipMaps, Curves, ReportData, gather_report_data
 from aosa.engine.reporting.visualize import overlay
-from aosa.engine.store.results import ResultStore, partition_value
+from aosa.engine.store.paths import partition_value
+from aosa.engine.store.reader import StoreReader
 
 REPORTS = "reports"  # folder of the store that holds the reports
 OVERLAY_FRAMES = 4
@@ -53,12 +54,12 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; } dt
 """
 
 
-def report_path(store: ResultStore, run_id: str) -> Path:
+def report_path(store: StoreReader, run_id: str) -> Path:
     """Where a run's report lives in the store."""
     return store.root / REPORTS / f"{partition_value(run_id)}.html"
 
 
-def write_report(store: ResultStore, run_id: str) -> Path:
+def write_report(store: StoreReader, run_id: str) -> Path:
     """Gather the run's data, render its report into the store; returns its path."""
     path = report_path(store, run_id)
     page = render_report(gather_report_data(store, run_id))

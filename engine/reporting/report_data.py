@@ -19,7 +19,7 @@ from aosa.engine.errors import AosaError, ConfigError
 from aosa.engine.io.preprocess import load_clip
 from aosa.engine.models.loading import load_model
 from aosa.engine.reporting.regression import NightlyRun, Summary, nightly_runs, summaries
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import run_select
 
 TREND_RUNS = 30
@@ -72,7 +72,7 @@ class ReportData:
         return self.judgement.get("baseline")
 
 
-def gather_report_data(store: ResultStore, run_id: str) -> ReportData:
+def gather_report_data(store: StoreReader, run_id: str) -> ReportData:
     """Query the store for the run's report; ConfigError when the run has no metrics."""
     with store.connect() as con:
         _, rows = run_select(con, "SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])
@@ -129,7 +129,7 @@ def _maps(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[tuple[str, str], 
     return maps
 
 
-def overlay_clips(store: ResultStore, part: dict[str, Any], maps: dict[tuple[str, str], dict[str, str]]
+def overlay_clips(store: StoreReader, part: dict[str, Any], maps: dict[tuple[str, str], dict[str, str]]
                   ) -> list[ClipMaps]:
     """The first OVERLAY_CLIPS clips of a part's manifest that have maps, decoded as the run decoded them."""
     model = part["model"]

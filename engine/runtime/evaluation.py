@@ -23,7 +23,8 @@ from aosa.engine.runtime.pool import ActorPool
 from aosa.engine.runtime.recorder import UnitRecorder
 from aosa.engine.runtime.video_units import VideoUnits
 from aosa.engine.store.maintenance import discard_unfinished, forget_errors
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.reader import StoreReader
+from aosa.engine.store.writer import RunWriter
 from aosa.kernels.methods import get_method
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.run_config import MethodSpec, RunConfig
@@ -44,7 +45,7 @@ class Summary:
 class Evaluation:
     """One run over a manifest: schedules each video's units on the actor pool and records them."""
 
-    def __init__(self, config: RunConfig, store: ResultStore) -> None:
+    def __init__(self, config: RunConfig, store: RunWriter) -> None:
         check_methods(config)
         self.config, self.store = config, store
         self.pool = ActorPool(config)
@@ -61,12 +62,12 @@ class Evaluation:
 
     def run(self, rows: Iterable[ManifestRow], total: int | None = None) -> Summary:
         """Evaluate every (video, method) unit not stored yet, streaming `rows` (the caller holds the run's
-        `store.lock`); the final state is stored whatever happens: `finished`, `failed` or `interrupted`."""
+        `RunWriter`); the final state is stored whatever happens: `finished`, `failed` or `interrupted`."""
         self.recorder.record_run("running", self.device)
-        discard_unfinished(self.store, self.config.run_id)  # what a crashed run left half-written
+        discard_unfinished(self.store)  # what a crashed run left half-written
         if self.config.retry_errors:
-            forget_errors(self.store, self.config.run_id)
-        done = self.store.stored_units(self.config.run_id)
+            forget_errors(self.store)
+        done = StoreReader(self.store.root).stored_units(self.config.run_id)
         state = "interrupted"
         try:
             with self.recorder.buffered():  # units stored several per file, off the event loop; flushed on exit

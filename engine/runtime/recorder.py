@@ -1,6 +1,6 @@
 """Turning a finished unit (one video x one method) into store rows and files: metrics, timings, the map,
 and the run's own row with its provenance. Units are stored at once, or inside `buffered()` by a background
-writer several per file (engine.store.writer), so the event loop never waits on the disk."""
+writer several per file (engine.store.buffered), so the event loop never waits on the disk."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import torch
 
 from aosa.engine.runtime.provenance import git_sha, package_versions
 from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
-from aosa.engine.store.results import MapFile, ResultStore, unit_rows
-from aosa.engine.store.writer import MAX_SECONDS, MAX_UNITS, UnitWriter
+from aosa.engine.store.buffered import MAX_SECONDS, MAX_UNITS, UnitWriter
+from aosa.engine.store.rows import MapFile, map_file, unit_rows
+from aosa.engine.store.writer import RunWriter
 from aosa.kernels.metrics import Faithfulness, Pointing
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.method_params import MethodParams
@@ -46,17 +47,17 @@ class FinishedUnit:
 
 
 class UnitRecorder:
-    """Writes one run's units and run rows into the store; every unit lands once, in one write."""
+    """Writes one run's units and run rows through the run's writer; every unit lands once, in one write."""
 
-    def __init__(self, config: RunConfig, store: ResultStore) -> None:
+    def __init__(self, config: RunConfig, store: RunWriter) -> None:
         self.config, self.store = config, store
         self._writer: UnitWriter | None = None
 
     @contextmanager
     def buffered(self, max_units: int = MAX_UNITS, max_seconds: float = MAX_SECONDS) -> Iterator[UnitRecorder]:
         """Within it, units are stored by a background writer, `max_units` per file or every `max_seconds`;
-        leaving it stores what is buffered and raises a failed write (engine.store.writer)."""
-        with UnitWriter(self.store, self.config.run_id, max_units, max_seconds) as writer:
+        leaving it stores what is buffered and raises a failed write (engine.store.buffered)."""
+        with UnitWriter(self.store, max_units, max_seconds) as writer:
             self._writer = writer
             try:
                 yield self
@@ -70,8 +71,7 @@ class UnitRecorder:
     def record(self, unit: FinishedUnit) -> str:
         """Store the unit's map, metrics and timings (or hand them to the buffered writer); returns "ok"."""
         row, saliency = unit.prepared.row, unit.result.value
-        map_file = self.store.map_file(self.config.run_id, row.video_id, self.config.model, unit.spec.key,
-                                       saliency.numpy())
+        saved = map_file(self.config.run_id, row.video_id, self.config.model, unit.spec.key, saliency.numpy())
         faith, pointing = unit.faith, unit.pointing
         metrics = {
             **self.keys(row, unit.spec), "status": "ok", "label": row.label, "target": unit.target,
@@ -80,11 +80,11 @@ class UnitRecorder:
             "deletion_curve": faith.deletion.tolist(), "insertion_curve": faith.insertion.tolist(),
             "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
             "seconds_total": unit.flow_seconds + unit.result.busy, "seconds_model": unit.result.seconds,
-            "n_forward": unit.result.clips, "map_path": map_file.path, "decoder": unit.prepared.decoder,
+            "n_forward": unit.result.clips, "map_path": saved.path, "decoder": unit.prepared.decoder,
             "inference": unit.result.inference,
             "params": json.dumps(unit.params.to_dict(), sort_keys=True),
         }
-        self._write(metrics, unit.stages, map_file)
+        self._write(metrics, unit.stages, saved)
         return "ok"
 
     def record_failure(self, row: ManifestRow, spec: MethodSpec, failure: Failure) -> str:
@@ -94,17 +94,17 @@ class UnitRecorder:
         self._write(metrics, {}, None)
         return "error"
 
-    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], map_file: MapFile | None) -> None:
+    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], saved: MapFile | None) -> None:
         keys = {key: metrics[key] for key in ("run_id", "video_id", "model", "method", "created_at")}
         timings = [{**keys, "stage": name, "seconds": float(stage.seconds), "items": stage.items, "unit": stage.unit}
                    for name, stage in stages.items()]
-        maps = [] if map_file is None else [{**keys, "path": map_file.path, "shape": list(map_file.values.shape),
-                                             "dtype": "float16"}]
-        unit = unit_rows(self.config.run_id, [metrics], timings, maps, [map_file] if map_file else [])
+        maps = [] if saved is None else [{**keys, "path": saved.path, "shape": list(saved.values.shape),
+                                          "dtype": "float16"}]
+        unit = unit_rows(self.config.run_id, [metrics], timings, maps, [saved] if saved else [])
         if self._writer is not None:
             self._writer.add(unit)
         else:
-            self.store.write_units(self.config.run_id, [unit])
+            self.store.write_units([unit])
 
     def record_run(self, status: str, device: str) -> None:
         """A `runs` row: the config, versions, git commit, host and device of the run, in state `status`."""

@@ -2,10 +2,10 @@
 
 `UnitWriter.add` hands a finished unit (checked rows and its maps) to one writer thread through a bounded
 queue. The thread saves the unit's maps at once (they are the memory) and buffers its rows; it stores the
-buffer (ResultStore.write_units: several units per file, metrics last) when it holds `max_units` units, when
-its oldest unit waited `max_seconds`, and on `flush` / `close`. A crash loses at most the buffered units,
-which a resume computes again (their maps are overwritten). A failed flush is raised by the next `add`,
-`flush` or `close`; the units of that flush and every later one are not stored (a resume computes them).
+buffer (RunWriter.write_units: several units per file, metrics last) when it holds `max_units` units, when
+its oldest unit waited `max_seconds`, and on `close`. A crash loses at most the buffered units, which a
+resume computes again (their maps are overwritten). A failed write is raised by the next `add` or by `close`;
+the units of that flush and every later one are not stored (a resume computes them).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from aosa.engine.store.generations import StoreError
-from aosa.engine.store.results import ResultStore, UnitRows
+from aosa.engine.errors import StoreError
+from aosa.engine.store.rows import UnitRows
+from aosa.engine.store.writer import RunWriter
 
 MAX_UNITS = 1000      # units per flush: rows of this many units at most wait in memory
 MAX_SECONDS = 30.0    # and none waits longer than this
@@ -27,14 +28,14 @@ STOP = object()
 
 
 class UnitWriter:
-    """`with UnitWriter(store, run_id) as writer: writer.add(unit)`; leaving it flushes and raises a failure."""
+    """`with UnitWriter(run_writer) as writer: writer.add(unit)`; leaving it stores the rest and raises a failure."""
 
-    def __init__(self, store: ResultStore, run_id: str, max_units: int = MAX_UNITS,
-                 max_seconds: float = MAX_SECONDS, max_queued: int = MAX_QUEUED) -> None:
-        self.store, self.run_id, self.max_units, self.max_seconds = store, run_id, max_units, max_seconds
+    def __init__(self, store: RunWriter, max_units: int = MAX_UNITS, max_seconds: float = MAX_SECONDS,
+                 max_queued: int = MAX_QUEUED) -> None:
+        self.store, self.run_id, self.max_units, self.max_seconds = store, store.run_id, max_units, max_seconds
         self._jobs: queue.Queue[object] = queue.Queue(max_queued)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name=f"aosa-writer-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"aosa-writer-{self.run_id}", daemon=True)
         self._thread.start()
 
     def __enter__(self) -> UnitWriter:
@@ -49,14 +50,6 @@ class UnitWriter:
         if not self._thread.is_alive():
             raise StoreError(f"the writer of run {self.run_id!r} in {self.store.root} is closed")
         self._jobs.put(unit)
-
-    def flush(self) -> None:
-        """Wait until every unit added so far is stored (or its flush failed, which is raised)."""
-        if self._thread.is_alive():
-            done = threading.Event()
-            self._jobs.put(done)
-            done.wait()
-        self._raise()
 
     def close(self) -> None:
         """Store what is buffered and stop the thread; raises a failed flush."""
@@ -84,10 +77,8 @@ class UnitWriter:
                 buffer.append(UnitRows(job.tables))  # the rows wait; the maps' memory goes
                 due = min(due, time.monotonic() + self.max_seconds)
             if buffer and (not isinstance(job, UnitRows) or len(buffer) >= self.max_units):
-                self._guard(lambda units=buffer: self.store.write_units(self.run_id, units))
+                self._guard(lambda units=buffer: self.store.write_units(units))
                 buffer, due = [], math.inf
-            if isinstance(job, threading.Event):
-                job.set()
             if job is STOP:
                 return
 
@@ -95,5 +86,5 @@ class UnitWriter:
         if self._error is None:
             try:
                 write()
-            except BaseException as exc:  # noqa: BLE001 - any failure is raised to the caller by add/flush/close
+            except BaseException as exc:  # noqa: BLE001 - any failure is raised to the caller by add/close
                 self._error = exc

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -32,9 +31,10 @@ import pyarrow.parquet as pq
 
 from aosa.engine.store.generations import Generation, settle, write_generation
 from aosa.engine.store.maintenance import discard_unfinished
-from aosa.engine.store.paths import LOOSE_GLOB, compacted_name, partition, write_atomic
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.paths import LOOSE_GLOB, compacted_name, write_atomic
+from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import parquet_dataset
+from aosa.engine.store.writer import RunWriter
 from aosa.schemas.tables import TABLES, schema_of
 
 TARGET_ROWS = 100_000
@@ -55,18 +55,11 @@ class Compaction:
         return f"run {self.run_id!r}: files {changes}"
 
 
-def run_ids(store: ResultStore) -> list[str]:
-    """Every run id with a partition in some table."""
-    found = {unquote(folder.name.partition("=")[2]) for name in TABLES if (store.root / name).is_dir()
-             for folder in (store.root / name).glob("run_id=*") if folder.is_dir()}
-    return sorted(found)
-
-
-def compact_run(store: ResultStore, run_id: str, target_rows: int = TARGET_ROWS) -> Compaction:
-    """Merge `run_id`'s files by the protocol above; refused while a writer holds the run."""
-    run = partition("run_id", run_id)
-    with store.lock(run_id):
-        discard_unfinished(store, run_id)
+def compact_run(root: Path, run_id: str, target_rows: int = TARGET_ROWS) -> Compaction:
+    """Merge `run_id`'s files in the store at `root` by the protocol above; refused while a writer holds the run."""
+    store = StoreReader(root)
+    with RunWriter(root, run_id) as writer:
+        discard_unfinished(writer)
         before = {name: store.files(name, run_id) for name in TABLES}
         generation = uuid.uuid4().hex[:16]
         files: dict[str, list[str]] = {}
@@ -75,13 +68,13 @@ def compact_run(store: ResultStore, run_id: str, target_rows: int = TARGET_ROWS)
             con.execute("SET TimeZone='UTC'")
             for name, paths in before.items():
                 merged, gone = compact_table(con, name, paths, generation, target_rows)
-                files[name] = [relative(store, path) for path in merged]
-                replaced[name] = [relative(store, path) for path in gone]
+                files[name] = [relative(store.root, path) for path in merged]
+                replaced[name] = [relative(store.root, path) for path in gone]
         counts = {name: len(paths) for name, paths in before.items()}
         if not any(replaced.values()):
             return Compaction(run_id, counts, counts)  # nothing small to merge
-        write_generation(store.root, run, Generation(generation, files, replaced))
-        settle(store.root, run)
+        write_generation(store.root, writer.partition, Generation(generation, files, replaced))
+        settle(store.root, writer.partition)
         return Compaction(run_id, counts, {name: len(store.files(name, run_id)) for name in TABLES})
 
 
@@ -137,5 +130,5 @@ def write_merged(name: str, batches: list[pa.RecordBatch], path: Path) -> Path:
     return path
 
 
-def relative(store: ResultStore, path: Path) -> str:
-    return path.relative_to(store.root).as_posix()
+def relative(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()

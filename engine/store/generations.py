@@ -1,10 +1,11 @@
 """Which Parquet files of a run readers see: its loose files, or what its last compaction committed.
 
 A run's files are the loose `part-*.parquet` files its writers flushed, plus, once compacted, the merged
-`gen-<generation>-*.parquet` files that its generation record `generations/run_id=<id>.json` lists. The
-record also lists every file that generation replaced: those stay invisible for as long as a crash leaves
-them on disk, and merged files of any other generation are never read. One atomic rename of the record
-therefore switches a run from its old set of files to its new one (engine.store.compaction).
+`gen-*.parquet` files that its generation record `generations/run_id=<id>.json` lists: the files the last
+compaction wrote and the full merged files of older generations it kept. The record also lists every file
+that compaction replaced: those stay invisible for as long as a crash leaves them on disk, and a merged
+file the record does not list is never read (a compaction that died before its commit). One atomic rename
+of the record therefore switches a run from its old set of files to its new one (engine.store.compaction).
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aosa.engine.errors import AosaError
+from aosa.engine.errors import StoreError
 from aosa.engine.store.paths import COMPACTED_GLOB, LOOSE_GLOB, write_atomic
 from aosa.schemas.tables import TABLES
 
 GENERATIONS = "generations"  # folder of the store holding one generation record per compacted run
 RETRIES = 5
-
-
-class StoreError(AosaError):
-    """The store's files are inconsistent or cannot be written; the message names the file."""
-
-    kind = "store"
 
 
 @dataclass(frozen=True)

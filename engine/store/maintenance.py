@@ -1,44 +1,38 @@
 """Keeping a run's files consistent between writers: what a crashed writer or compaction left behind, and the
-error units a resume is asked to compute again. Call these only while holding the run's lock."""
+error units a resume is asked to compute again. Each takes the run's `RunWriter`, so it runs under its lock."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from aosa.engine.store.generations import GENERATIONS, settle
-from aosa.engine.store.paths import LOOSE_GLOB, TEMP_GLOB, partition, write_atomic
-from aosa.engine.store.results import ResultStore
+from aosa.engine.store.generations import GENERATIONS, settle, visible_files
+from aosa.engine.store.paths import LOOSE_GLOB, TEMP_GLOB, write_atomic
+from aosa.engine.store.writer import RunWriter
 from aosa.schemas.tables import TABLES
 
 
-def loose_files(store: ResultStore, name: str, run: str) -> list[Path]:
-    """The loose (flushed, not yet compacted) files of one table of one run partition."""
-    return sorted((store.root / name / run).rglob(LOOSE_GLOB))
-
-
-def discard_unfinished(store: ResultStore, run_id: str) -> int:
-    """Before resuming or compacting `run_id` (no writer running): finish a crashed compaction, delete temp
-    files and the timings and maps of flush groups whose metrics never landed; returns how many files went."""
-    run = partition("run_id", run_id)
-    gone = settle(store.root, run)
-    finished = {path.name for path in loose_files(store, "metrics", run)}
-    doomed = [path for name in TABLES for path in (store.root / name / run).rglob(TEMP_GLOB)]
-    doomed += (store.root / GENERATIONS).glob(f".{run}.json.*.tmp")
-    doomed += [path for name in ("timings", "maps") for path in loose_files(store, name, run)
+def discard_unfinished(writer: RunWriter) -> int:
+    """Before resuming or compacting the run: finish a crashed compaction, delete temp files and the timings
+    and maps of flush groups whose metrics never landed; returns how many files went."""
+    folders = {name: writer.folder(name) for name in TABLES}  # refused without the run's lock
+    gone = settle(writer.root, writer.partition)
+    finished = {path.name for path in folders["metrics"].rglob(LOOSE_GLOB)}
+    doomed = [path for folder in folders.values() for path in folder.rglob(TEMP_GLOB)]
+    doomed += (writer.root / GENERATIONS).glob(f".{writer.partition}.json.*.tmp")
+    doomed += [path for name in ("timings", "maps") for path in folders[name].rglob(LOOSE_GLOB)
                if path.name not in finished]
     for path in doomed:
         path.unlink(missing_ok=True)
     return gone + len(doomed)
 
 
-def forget_errors(store: ResultStore, run_id: str) -> int:
-    """Delete the units of `run_id` stored as errors (their metrics rows; error units have no timings or maps),
-    so a resume computes them again (`--retry-errors`); returns how many units went."""
+def forget_errors(writer: RunWriter) -> int:
+    """Delete the run's units stored as errors (their metrics rows; error units have no timings or maps), so
+    a resume computes them again (`--retry-errors`); returns how many units went."""
     forgotten = 0
-    for path in store.files("metrics", run_id):
+    writer.folder("metrics")  # refused without the run's lock
+    for path in visible_files(writer.root, "metrics", writer.partition):
         errors = pc.equal(pq.ParquetFile(path).read(columns=["status"]).column("status"), "error")
         count = pc.sum(errors).as_py() or 0
         if count:
