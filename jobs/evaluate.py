@@ -23,9 +23,10 @@ import ray
 from aosa.engine.datasets.manifests import count_rows, iter_manifest
 from aosa.engine.errors import ConfigError
 from aosa.engine.runtime.evaluation import Evaluation, Summary
+from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.writer import RunWriter
 from aosa.jobs.common import add_cluster_options, add_method_options, method_params, run_guarded
-from aosa.schemas.run_config import RunConfig, parse_methods
+from aosa.schemas.run_config import RunConfig, config_changes, parse_methods
 
 EXIT_UNITS_FAILED = 3
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default="aosa,aosa-approx,osa",
                         help="comma-separated; an entry may carry options: aosa:top_k=0,aosa-approx:relu=false")
     parser.add_argument("--store", type=Path, required=True, help="result store directory")
-    parser.add_argument("--run-id", default=None, help="run id (default: a new one); reuse it to resume")
+    parser.add_argument("--run-id", default=None,
+                        help="run id (default: a new one); reuse it, with the options it was stored with, to resume")
     parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
     parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "dali"))
     parser.add_argument("--decode-device", default="cpu", choices=("cpu", "cuda"),
@@ -88,10 +90,20 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> Summary:
     """Run (or resume) the evaluation the arguments describe, holding the run (a second writer is refused at
-    once)."""
+    once); a resume whose options change what the run's method keys mean is refused too (check_resume)."""
     config = config_from_args(args)
     with RunWriter(args.store, config.run_id) as writer:
+        check_resume(StoreReader(writer.root), config)
         return evaluate_held(writer, config, args.address)
+
+
+def check_resume(store: StoreReader, config: RunConfig) -> None:
+    """Refuse options that would store units beside the run's stored ones under keys meaning something else."""
+    changes = config_changes(store.run_configs(config.run_id), config)
+    if changes:
+        raise ConfigError(f"run {config.run_id!r} was stored with other options, whose units these would join "
+                          f"under the same keys: {'; '.join(changes)} (resume with the stored options, or use a "
+                          "new --run-id)")
 
 
 def evaluate_held(writer: RunWriter, config: RunConfig, address: str | None, reference_repeats: int = 0) -> Summary:

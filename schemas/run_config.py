@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,3 +69,31 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["methods"] = [spec.to_dict() for spec in self.methods]
         return data
+
+
+# What a stored unit's numbers depend on beyond its method's params: a resume must keep them (`config_changes`).
+RESULT_FIELDS = ("model", "start", "decoder", "decode_device", "device", "backend")
+# Method params that choose how a map is computed, not what it is: a resume may change them.
+EXECUTION_PARAMS = ("batch_size", "incremental")
+
+
+def config_changes(stored: Sequence[Mapping[str, Any]], given: RunConfig) -> list[str]:
+    """What `given` changes in the run whose stored configs (oldest first) are `stored`: the RESULT_FIELDS
+    of its latest config, and the params of each method key a config of the same model used ('start 0 -> 8',
+    'aosa: stride 8 -> 16'); empty for a new run. Other options (actors, in flight, limit, ...) may change."""
+    runs = [config for config in stored if "methods" in config]  # a nightly's own rows hold no run config
+    if not runs:
+        return []
+    defaults, now = RunConfig("", "", "", ()).to_dict(), given.to_dict()
+    changes = [f"{name} {runs[-1].get(name, defaults[name])!r} -> {now[name]!r}" for name in RESULT_FIELDS
+               if runs[-1].get(name, defaults[name]) != now[name]]
+    before = {spec["key"]: spec["params"] for config in runs if config.get("model") == given.model
+              for spec in config["methods"]}
+    base = MethodParams().to_dict()
+    for spec in given.methods:
+        if spec.key in before:
+            old = {**base, **before[spec.key]}
+            params = [f"{name} {old[name]!r} -> {value!r}" for name, value in spec.params.to_dict().items()
+                      if name not in EXECUTION_PARAMS and old[name] != value]
+            changes += [f"{spec.key}: {', '.join(params)}"] if params else []
+    return changes

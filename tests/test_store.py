@@ -66,6 +66,7 @@ def test_runs_table_keeps_config_json_and_versions(tmp_path):
     (row,) = stored_rows(tmp_path, "runs")
     assert row["config"] == '{"methods": ["aosa"]}' and row["schema_version"] == SCHEMA_VERSION
     assert row["created_at"] == WHEN and row["git_sha"] is None
+    assert StoreReader(tmp_path).run_configs("r") == [{"methods": ["aosa"]}]
 
 
 def test_nothing_is_written_without_holding_the_run(tmp_path):

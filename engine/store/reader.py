@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import duckdb
@@ -54,6 +56,12 @@ class StoreReader:
         with self.connect(run_id) as con:
             _, rows = run_select(con, "SELECT DISTINCT video_id, model, method FROM metrics")
         return {(video, model, method) for video, model, method in rows}
+
+    def run_configs(self, run_id: str) -> list[dict[str, Any]]:
+        """The config of every `runs` row of `run_id`, oldest first (one per status change)."""
+        with self.connect(run_id) as con:
+            _, rows = run_select(con, f"SELECT config FROM {RUN_EVENTS} ORDER BY created_at")
+        return [json.loads(config) for (config,) in rows]
 
     def load_map(self, relative_path: str) -> np.ndarray:
         """A saved map (float16, at a `map_path` of metrics); refuses paths outside the store."""
