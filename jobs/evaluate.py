@@ -72,13 +72,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def connect(address: str | None, cpus_needed: int) -> None:
-    """Join the cluster at `address`, or start an embedded local one with enough CPU slots for the actors."""
+    """Join the cluster at `address`, or start an embedded local one with enough CPU slots for the actors: always
+    a new one (`address="local"`), never a cluster that `ray start` or a stale address file left on the machine."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, cpus_needed), include_dashboard=False)
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed), include_dashboard=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,8 @@
 """Shared fixtures: one embedded Ray cluster per test session (starting one takes seconds); fp32 CUDA."""
 
+import shutil
+import tempfile
+
 import pytest
 import ray
 import torch
@@ -9,10 +12,17 @@ from aosa.engine.models.backends import set_tf32
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster with CPU slots for two model actors and a decode actor."""
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
-    yield
-    ray.shutdown()
+    """A local Ray cluster of the session's own, with CPU slots for two model actors and a decode actor: never one
+    that runs on the machine already; its sessions and logs live in a temp dir of its own (short: Ray's socket
+    paths must stay under 108 bytes), removed afterwards."""
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    try:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, object_store_memory=300 * 1024**2,
+                 log_to_driver=False, _temp_dir=temp_dir)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
