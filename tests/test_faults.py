@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
+import ray
 import torch
 from torch import nn
 
 from aosa.engine.datasets.manifests import write_manifest
+from aosa.engine.runtime import evaluation
+from aosa.engine.runtime.pool import ActorPool
 from aosa.jobs.evaluate import EXIT_UNITS_FAILED, main
 from aosa.schemas.manifest import ManifestRow
 from tests.stored import stored_rows
@@ -79,31 +81,50 @@ def test_every_bad_input_is_an_error_row_and_the_good_ones_complete(ray_cluster,
     assert "label 9" in stored["bad-label"]["error"] and "500" in stored["box-outside"]["error"]
 
 
-def kill_one_model_actor_when(store: Path, killed: list[int]) -> None:
-    """Wait for the first finished map, then SIGKILL one model actor's process."""
+class RecordedPool(ActorPool):
+    """The ActorPool of the runs a test starts, kept so the test can reach the actors it created."""
+
+    created: list[ActorPool] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        RecordedPool.created.append(self)
+
+
+def actor_pid(actor: ray.actor.ActorHandle) -> int:
+    """The pid of the process an actor runs in, asked of the actor itself (after its calls queued before)."""
+    return ray.get(actor.__ray_call__.remote(lambda worker: os.getpid()), timeout=300)
+
+
+def kill_one_model_actor_when(store: Path, pids: list[int]) -> None:
+    """Find the pid of the run's first model actor through its handle, wait for the first finished map (other
+    shards in flight), SIGKILL that process, then note the pid of the process Ray restarted the actor in."""
     deadline = time.monotonic() + 300
+    while not RecordedPool.created and time.monotonic() < deadline:
+        time.sleep(0.2)
+    actor = RecordedPool.created[0].models[0]
+    pids.append(actor_pid(actor))
     while not list((store / "maps").rglob("*.npy")) and time.monotonic() < deadline:  # maps land unbuffered
         time.sleep(0.2)
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if any("ModelWorker" in part for part in process.info["cmdline"] or []):
-            os.kill(process.info["pid"], signal.SIGKILL)
-            killed.append(process.info["pid"])
-            return
+    os.kill(pids[0], signal.SIGKILL)
+    pids.append(actor_pid(actor))  # answered by the restarted actor: Ray retries the call once it is back
 
 
-def test_killed_model_actor_is_restarted_and_its_shard_redone(ray_cluster, tmp_path):
+def test_killed_model_actor_is_restarted_and_its_shard_redone(ray_cluster, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluation, "ActorPool", RecordedPool)
+    monkeypatch.setattr(RecordedPool, "created", [])
     rows = [ManifestRow(f"v{i}", write_video(tmp_path / f"v{i}.mp4", moving_square(18, 96, 128, step=2 + i)),
                         label=i) for i in range(3)]
     manifest = tmp_path / "manifest.csv"
     write_manifest(rows, manifest)
     store = tmp_path / "store"
-    killed: list[int] = []
-    killer = threading.Thread(target=kill_one_model_actor_when, args=(store, killed))
+    pids: list[int] = []
+    killer = threading.Thread(target=kill_one_model_actor_when, args=(store, pids))
     killer.start()
     code = main(["--manifest", str(manifest), "--model", "probe3d", "--methods", "osa", "--store", str(store),
                  "--run-id", "kill", "--model-actors", "2", "--max-in-flight", "2"])
     killer.join()
-    assert killed, "no model actor process was found to kill"
+    assert len(pids) == 2 and pids[0] != pids[1], f"the model actor was not killed and restarted: pids {pids}"
     assert code == 0
     stored = stored_rows(store, "metrics", "kill")
     keys = [(row["video_id"], row["method"]) for row in stored]
