@@ -3,12 +3,16 @@ evaluation whose model actors spread over the workers, and one worker node remov
 
 Run as `python -m tests.multinode MANIFEST STORE` (a process of its own: the test session has its own Ray);
 prints a line `RESULT {json}`: the exit code, the nodes the model actors sat on, whether a node was removed.
+The cluster's sessions and its address file live in a temp dir of its own, never in the machine's /tmp/ray.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,21 +41,27 @@ def remove_a_node_once_units_land(cluster: Cluster, node: object, store: Path, s
 
 
 def main(manifest: str, store: str) -> int:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=2)
-    doomed = cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    seen: dict = {"removed": False}
-    remover = threading.Thread(target=remove_a_node_once_units_land, args=(cluster, doomed, Path(store), seen))
-    remover.start()
-    code = evaluate(["--manifest", manifest, "--model", "probe3d", "--methods", "osa,aosa-approx", "--store", store,
-                     "--run-id", "multinode", "--address", cluster.address, "--model-actors", "2",
-                     "--max-in-flight", "2", "--stride", "32"])
-    remover.join()
-    print("RESULT " + json.dumps({"code": code, **seen}), flush=True)
-    ray.shutdown()
-    cluster.shutdown()
+    temp_dir = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    os.environ["RAY_TMPDIR"] = temp_dir  # Ray's default temp dir, so the address file `Cluster` writes lands here
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1)  # the head
+        cluster.add_node(num_cpus=2)
+        doomed = cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        seen: dict = {"removed": False}
+        remover = threading.Thread(target=remove_a_node_once_units_land, args=(cluster, doomed, Path(store), seen))
+        remover.start()
+        code = evaluate(["--manifest", manifest, "--model", "probe3d", "--methods", "osa,aosa-approx", "--store",
+                         store, "--run-id", "multinode", "--address", cluster.address, "--model-actors", "2",
+                         "--max-in-flight", "2", "--stride", "32"])
+        remover.join()
+        print("RESULT " + json.dumps({"code": code, **seen}), flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     return 0
 
 
