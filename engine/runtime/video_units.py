@@ -50,7 +50,7 @@ class VideoUnits:
             except TRANSIENT as exc:
                 lost = exc
                 await asyncio.sleep(min(2.0 ** attempt, 30.0))
-        failure = failure_of(row, lost)
+        failure = Failure.of(lost, row.path)
         return statuses + [self.recorder.record_failure(row, spec, failure) for spec in pending]
 
     async def _once(self, row: ManifestRow, pending: list[MethodSpec], statuses: list[str]) -> None:
@@ -67,7 +67,7 @@ class VideoUnits:
         except TRANSIENT:
             raise
         except Exception as exc:  # noqa: BLE001 - any exception of one video is that video's error rows
-            failure = failure_of(row, exc)
+            failure = Failure.of(exc, row.path)
         while pending:
             spec = pending[0]
             try:
@@ -78,7 +78,7 @@ class VideoUnits:
             except TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001 - scoring or storing one unit failed: its error row
-                status = self.recorder.record_failure(row, spec, failure_of(row, exc))
+                status = self.recorder.record_failure(row, spec, Failure.of(exc, row.path))
             statuses.append(status)
             pending.pop(0)
 
@@ -170,26 +170,3 @@ def label_failure(row: ManifestRow, num_classes: int) -> Failure | None:
         return Failure("label", f"{row.video_id}: label {row.label} is outside the model's "
                                 f"{num_classes} classes (0..{num_classes - 1})")
     return None
-
-
-TORCHSCRIPT_PREAMBLE = "The following operation failed in the TorchScript interpreter"
-
-
-def failure_of(row: ManifestRow, exc: BaseException) -> Failure:
-    """The failure of one video or unit from whatever raised (inside a Ray task error too), in one line
-    naming the file. A TorchScript model's error says what went wrong in its last line, not its first."""
-    cause = _cause(exc)
-    failure = Failure.of(cause)
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    if lines and lines[0].startswith(TORCHSCRIPT_PREAMBLE):
-        kind, _, message = lines[-1].partition(": ")
-        failure = Failure(kind.rpartition(".")[2] if message else failure.kind, message or lines[-1])
-    if str(row.path) in failure.message:
-        return failure
-    return Failure(failure.kind, f"{row.path}: {failure.message}")
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """The user-level exception inside a Ray task error."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc

@@ -31,6 +31,8 @@ from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.method_params import MethodParams
 from aosa.schemas.preprocessing import Preprocessing
 
+TORCHSCRIPT_PREAMBLE = "The following operation failed in the TorchScript interpreter"
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -40,9 +42,17 @@ class Failure:
     message: str
 
     @classmethod
-    def of(cls, exc: BaseException) -> Failure:
-        kind = getattr(exc, "kind", None) or type(exc).__name__
-        return cls(kind, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    def of(cls, exc: BaseException, path: object) -> Failure:
+        """The failure from whatever raised (the user's exception inside a Ray task error too), in one line naming
+        the file at `path`. A TorchScript model's error says what went wrong in its last line, not its first."""
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        kind = getattr(cause, "kind", None) or type(cause).__name__
+        message = lines[0] if lines else type(cause).__name__
+        if lines and lines[0].startswith(TORCHSCRIPT_PREAMBLE):
+            name, _, said = lines[-1].partition(": ")
+            kind, message = (name.rpartition(".")[2], said) if said else (kind, lines[-1])
+        return cls(kind, message if str(path) in message else f"{path}: {message}")
 
 
 class Stage(NamedTuple):
@@ -93,7 +103,7 @@ class VideoPreparer:
             boxes = model_boxes(row, clip.geometry, self.preprocessing.frames)
             return PreparedVideo(row, clip, tuple(clip.tensor.shape), flows, boxes, timings, decoder=clip.decoder)
         except (AosaError, ValueError, OSError) as exc:
-            return Failure.of(exc)
+            return Failure.of(exc, row.path)
 
     def prepare_by_reference(self, row: ManifestRow, flow_methods: tuple[str, ...]
                              ) -> tuple[PreparedVideo | Failure, torch.Tensor | None]:
