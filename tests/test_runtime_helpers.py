@@ -1,9 +1,19 @@
-"""The scheduler's small helpers: one-line failures."""
+"""The scheduler's small helpers: shards of a map's masks and curve points, and one-line failures."""
 
+import pytest
 import ray
 
 from aosa.engine.errors import VideoError
+from aosa.engine.runtime.video_units import shards
 from aosa.engine.runtime.workers import TORCHSCRIPT_PREAMBLE, Failure
+
+
+@pytest.mark.parametrize("count, parts", [(58, 2), (58, 3), (7, 4), (3, 5), (1, 1), (0, 2)])
+def test_shards_cover_the_items_once_in_order_with_sizes_differing_by_at_most_one(count, parts):
+    found = shards(count, parts)
+    assert [item for shard in found for item in range(count)[shard]] == list(range(count))
+    sizes = [shard.stop - shard.start for shard in found]
+    assert len(found) == min(count, parts) and all(sizes) and (not sizes or max(sizes) - min(sizes) <= 1)
 
 
 def test_a_failure_is_one_line_naming_the_file_once():

@@ -117,6 +117,13 @@ class VideoUnits:
                             flow_seconds)
 
 
+def shards(count: int, parts: int) -> list[slice]:
+    """`count` items (a map's masks, its curves' points) in at most `parts` contiguous, non-empty slices of sizes
+    differing by at most one: one shard per model actor."""
+    bounds = [count * part // parts for part in range(parts + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
+
+
 async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: type[OcclusionMethod],
                       prepared: PreparedVideo, clip_ref: ray.ObjectRef, logits: torch.Tensor, target: int,
                       flow: torch.Tensor | None) -> ModelResult:
@@ -127,11 +134,11 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     tube_seconds = time.perf_counter() - began
     tubes_ref = ray.put(tubes)
     models = pool.models
-    shards = [shard for shard in torch.arange(len(tubes)).tensor_split(len(models)) if len(shard)]
+    index = torch.arange(len(tubes))
     driver = time.perf_counter() - began
     results: list[ModelResult] = await asyncio.gather(*(
-        actor.occlusion_scores.remote(name, params, clip_ref, target, tubes_ref, shard)
-        for actor, shard in zip(models, shards)))
+        actor.occlusion_scores.remote(name, params, clip_ref, target, tubes_ref, index[shard])
+        for actor, shard in zip(models, shards(len(tubes), len(models)))))
     began = time.perf_counter()
     scores = torch.cat([result.value for result in results])
     base = target_scores(logits[None], target, params.score)[0]
@@ -148,16 +155,14 @@ async def sharded_faithfulness(pool: ActorPool, clip_ref: ray.ObjectRef, salienc
     """Deletion and insertion of a map with their 2 x (steps + 1) points split into one contiguous shard per
     model actor, like the map's masks; the value is the Faithfulness, clips and seconds summed over shards."""
     points = [(curve, point) for curve in CURVES for point in range(steps + 1)]
-    size = -(-len(points) // len(pool.models))
-    parts = [points[first:first + size] for first in range(0, len(points), size)]
-    shards = [[(curve, [point for name, point in part if name == curve]) for curve in CURVES
-               if any(name == curve for name, _ in part)] for part in parts]
+    parts = [[(curve, [point for name, point in points[shard] if name == curve]) for curve in CURVES
+              if any(name == curve for name, _ in points[shard])] for shard in shards(len(points), len(pool.models))]
     results: list[ModelResult] = await asyncio.gather(*(
-        actor.curve_points.remote(clip_ref, saliency, target, shard, batch_size)
-        for actor, shard in zip(pool.models, shards)))
+        actor.curve_points.remote(clip_ref, saliency, target, part, batch_size)
+        for actor, part in zip(pool.models, parts)))
     pieces: dict[str, list[torch.Tensor]] = {curve: [] for curve in CURVES}
-    for shard, result in zip(shards, results):
-        for (curve, _), scores in zip(shard, result.value):
+    for part, result in zip(parts, results):
+        for (curve, _), scores in zip(part, result.value):
             pieces[curve].append(scores)
     faith = Faithfulness.of(*(torch.cat(pieces[curve]) for curve in CURVES))
     return ModelResult(faith, sum(r.seconds for r in results), sum(r.clips for r in results),
