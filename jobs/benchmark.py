@@ -295,7 +295,9 @@ def run_benchmark(model: LoadedModel, params: MethodParams, methods: list[type[E
                 for cls in methods if f"{cls.name}:incremental" in by_name}
     overheads = {cls.name: by_name[f"{cls.name}:dense"].median / by_name[f"{cls.name}:forwards:fed"].median
                  for cls in methods if f"{cls.name}:forwards:fed" in by_name}
-    counted = {cls.name: dataclasses.asdict(flop_shares(incremental_for(model, clip, "on"),
+    with torch.no_grad():
+        clean = model(clip.unsqueeze(0))  # what the traced module must reproduce
+    counted = {cls.name: dataclasses.asdict(flop_shares(incremental_for(model, clip, "on", clean)[0],
                                                         cls.tubes(params, clip, flow), params.batch_size))
                for cls in methods if f"{cls.name}:incremental" in by_name}
     return {

@@ -17,7 +17,7 @@ from aosa.engine.io.preprocess import Clip
 from aosa.engine.models.backends import use_backend
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.reporting.visualize import save_frame_grid, save_overlay_animation
-from aosa.engine.runtime.explain import Explanation, explain_video
+from aosa.engine.runtime.explain import Explanation, explain_video, inference_fields
 from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
 from aosa.kernels.methods import METHODS
 
@@ -48,7 +48,7 @@ def write_outputs(out: Path, video: Path, start: int, clip: Clip, model: LoadedM
         "target": result.target, "target_name": prep.class_name(result.target),
         "predicted": result.predicted, "predicted_name": prep.class_name(result.predicted),
         "score": result.score, "score_kind": result.params.score, "n_forward": result.n_forward,
-        "inference": result.inference,
+        **inference_fields(result.inference),
         "saliency_shape": list(result.saliency.shape), "preprocessing": prep.to_dict() | {"classes": len(prep.classes)},
         "source": {"codec": clip.info.codec, "width": clip.info.width, "height": clip.info.height},
         "decoder": clip.decoder,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -10,6 +12,39 @@ from aosa.kernels.fills import Fill
 from aosa.kernels.incremental import IncrementalModel
 from aosa.kernels.scoring import ScoreFunction, batch_format, channel_inner, target_scores
 from aosa.kernels.tubes import TubeSet
+
+CHECKED = 2  # masks of a clip scored incrementally that are scored dense too (one dense pass each, per fill draw)
+CHECK_TOLERANCE = 5e-5  # largest |incremental - dense| score accepted, times max(1, |dense score|): the two differ by
+                        # float rounding (<= 5e-7 in logits); an unmodelled in-place op moved a probability by 1.6e-4
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How one map's (or shard's) occlusion scores were computed: `path` "incremental" or "dense"; `note` why dense
+    where incremental was tried or asked for; `max_diff` the largest |incremental - dense| score over the masks
+    scored both ways (None where none was); `clips` and `seconds` the occluded clips scored incrementally, with no
+    call of the model, and their seconds."""
+
+    path: str
+    note: str | None = None
+    max_diff: float | None = None
+    clips: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mismatch(self) -> bool:
+        """The check found the incremental scores off the dense ones, so they were scored dense."""
+        return self.path == "dense" and self.max_diff is not None
+
+    @classmethod
+    def of_shards(cls, parts: list[Inference]) -> Inference:
+        """One map's Inference from its shards': dense where any shard's check failed, the largest difference."""
+        mismatch = any(part.mismatch for part in parts)
+        path = "incremental" if not mismatch and any(part.path == "incremental" for part in parts) else "dense"
+        notes = [part.note for part in parts if part.note]
+        return cls(path, notes[0] if notes else None,
+                   max((part.max_diff for part in parts if part.max_diff is not None), default=None),
+                   sum(part.clips for part in parts), sum(part.seconds for part in parts))
 
 
 @torch.no_grad()
@@ -66,6 +101,42 @@ def _incremental_scores(score: Callable[[torch.Tensor], torch.Tensor], increment
                     for value in fill.draws)
         results.append(total / len(fill.draws))
     return torch.cat(results) if results else torch.zeros(0, device=incremental.clip.device)
+
+
+def checked_masks(tubes: TubeSet, count: int = CHECKED) -> torch.Tensor:
+    """Numbers of the `count` masks whose incremental scores are checked against dense ones: the largest (its
+    changes reach furthest, past where the incremental path goes dense) and others spread down the volumes (the
+    median for two)."""
+    order = torch.argsort(tubes.volumes(), stable=True)
+    if not len(order):
+        return order
+    return order[torch.linspace(len(order) - 1, 0, count + 1)[:count].round().long().unique()]
+
+
+def checked_scores(score: ScoreFunction, clip: torch.Tensor, tubes: TubeSet, fill: Fill,
+                   index: torch.Tensor | None, batch_size: int, incremental: IncrementalModel | None,
+                   note: str | None = None) -> tuple[torch.Tensor, Inference]:
+    """occlusion_scores of the masks `index` (all by default) and how they were computed. Through `incremental`
+    where it is given, then checked: the `checked_masks` among `index` are scored dense too, and a difference past
+    CHECK_TOLERANCE has every mask scored dense, the Inference saying so. `note`: why dense where it is None."""
+    index = torch.arange(len(tubes)) if index is None else index
+    if incremental is None:
+        return occlusion_scores(score, clip, tubes, fill, index, batch_size), Inference("dense", note)
+    began = time.perf_counter()
+    scores = occlusion_scores(score, clip, tubes, fill, index, batch_size, incremental)
+    clips, seconds = len(index) * len(fill.draws), time.perf_counter() - began
+    position = torch.isin(index, checked_masks(tubes).to(index.device)).nonzero()[:, 0]
+    if not len(position):
+        return scores, Inference("incremental", clips=clips, seconds=seconds)
+    dense = occlusion_scores(score, clip, tubes, fill, index[position], batch_size)
+    diff = (scores[position.to(scores.device)] - dense).abs()
+    worst, limit = float(diff.max()), CHECK_TOLERANCE * max(1.0, float(dense.abs().max()))
+    if worst <= limit:
+        return scores, Inference("incremental", max_diff=worst, clips=clips, seconds=seconds)
+    mask = int(index[position][int(diff.argmax())])
+    note = f"incremental scores differed from dense by {worst:.3g} (> {limit:.3g}) on mask {mask}: scored dense"
+    rescored = occlusion_scores(score, clip, tubes, fill, index, batch_size)
+    return rescored, Inference("dense", note, worst, clips, seconds)
 
 
 def aggregate(tubes: TubeSet, values: torch.Tensor, mode: str = "coverage") -> torch.Tensor:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4  # 2: timings gained items and unit (a stage's throughput is items / seconds)
+SCHEMA_VERSION = 5  # 2: timings gained items and unit (a stage's throughput is items / seconds)
                     # 3: metrics gained decoder (the backend and version that decoded the clip)
                     # 4: metrics gained inference (incremental or dense exact occlusion)
+                    # 5: metrics gained inference_note and incremental_max_diff (the incremental path's check)
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON = {"format": "json"}  # field metadata: a JSON document; dicts and lists are serialized on write
@@ -77,6 +78,9 @@ METRICS = _schema(
     _optional("map_path", pa.string()),                       # relative to the store root
     _optional("decoder", pa.string()),                        # "pyav 18.1.0 (FFmpeg 8.1.2)", "dali-cpu 2.4.0"
     _optional("inference", pa.string()),                      # AOSA / OSA: "incremental" or "dense"; else null
+    _optional("inference_note", pa.string()),                 # why dense where incremental was tried or asked for
+    _optional("incremental_max_diff", pa.float64()),          # largest |incremental - dense| score over the masks
+                                                              # scored both ways; null where none was
     _required("params", pa.string()).with_metadata(JSON),
     _required("created_at", TIMESTAMP),
 )

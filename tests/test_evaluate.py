@@ -18,6 +18,7 @@ from aosa.jobs.evaluate import EXIT_UNITS_FAILED, main
 from aosa.jobs.report import main as report_main
 from aosa.kernels.methods import get_method
 from aosa.kernels.metrics import faithfulness
+from aosa.kernels.occlusion import CHECKED
 from aosa.kernels.scoring import ScoreFunction
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.method_params import MethodParams
@@ -71,7 +72,10 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
             expected = faithfulness(ScoreFunction(model, row.label, "prob"), clip.tensor,
                                     torch.from_numpy(reference.saliency))
             assert unit["target"] == row.label and unit["n_forward"] == reference.n_forward
-            assert unit["inference"] == reference.inference  # the same path (probe3d: incremental) on the actors
+            inference = reference.inference  # the same path (probe3d: incremental) on the actors
+            assert unit["inference"] == (inference.path if inference else None) and unit["inference_note"] is None
+            if unit["inference"] == "incremental":  # checked on some masks: the largest difference is stored
+                assert unit["incremental_max_diff"] <= 1e-5
             assert unit["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-4)
             assert unit["insertion_auc"] == pytest.approx(expected.insertion_auc, abs=1e-4)
             assert len(unit["deletion_curve"]) == 29 and unit["spt_frames"] == 2
@@ -90,8 +94,9 @@ def test_run_stores_every_unit_once_and_matches_a_single_process_run(ray_cluster
         key = unit["video_id"], unit["method"]
         assert stage[*key, "model_forward"] == (unit["n_forward"], "clips")
         assert stage[*key, "metrics"] == (2 * 29, "clips") and stage[*key, "explain"] == (1, "maps")
-        if unit["method_name"] in ("aosa", "osa"):  # masks built on the driver, one clip scored per mask
-            assert stage[*key, "masks"] == (unit["n_forward"] - 1, "masks")
+        if unit["method_name"] in ("aosa", "osa"):  # masks built on the driver, one clip scored per mask, the
+            checked = CHECKED if unit["inference"] == "incremental" else 0  # checked ones again dense, the clean one
+            assert stage[*key, "masks"] == (unit["n_forward"] - checked - 1, "masks")
         elif unit["method_name"] == "aosa-approx":  # built on the actor: AOSA's tubes, as many
             assert stage[*key, "masks"] == (stage[key[0], "aosa", "masks"][0], "masks")
         else:

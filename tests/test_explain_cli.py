@@ -11,6 +11,7 @@ from PIL import Image
 
 from aosa.engine.io.video import probe_video
 from aosa.jobs.explain import main
+from aosa.kernels.occlusion import CHECKED
 from tests.videos import bigbuckbunny_path, moving_square, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,8 @@ def test_explain_writes_map_meta_and_pictures(clip_file, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == "aosa" and meta["target"] == 1 and meta["target_name"] == "left"
     assert meta["params"]["stride"] == 16 and meta["params"]["fill"] == "mean"
-    assert meta["n_forward"] == 49 + 1  # 7 x 7 anchors, plus the clean clip
+    assert meta["n_forward"] == 49 + CHECKED + 1  # 7 x 7 anchors, the masks checked both ways, the clean clip
+    assert meta["inference"] == "incremental" and meta["incremental_max_diff"] <= 1e-5
     assert {"decode", "flow", "method", "model_forward", "total"} <= set(meta["timings"])
     with Image.open(out / "overlay.gif") as gif:
         assert gif.n_frames == 16

@@ -215,7 +215,8 @@ def test_a_batch_with_nothing_occluded_gives_the_clean_logits() -> None:
     """Dead tubes only: no tile at any layer (empty convolutions), the clean logits for every mask."""
     model, clip = build(torchvision.models.video.r3d_18, num_classes=7), clip_of(8, 32)
     incremental = IncrementalModel(model, clip)
-    logits = incremental.logits(incremental.plan(case_tubes(8, 32, 32), torch.tensor([3, 3])), torch.zeros(3, 1, 1, 1))
+    plan = incremental.planner.plan(case_tubes(8, 32, 32), torch.tensor([3, 3]))
+    logits = incremental.logits(plan, torch.zeros(3, 1, 1, 1))
     assert torch.allclose(logits, incremental.clean_logits.expand(2, -1), atol=1e-6)
 
 
@@ -345,23 +346,30 @@ class AttentionFirst(AttentionAfterEmbedding):
         return self.head(self.attention(tokens, tokens, tokens)[0].mean(1))
 
 
+def chosen(model: nn.Module, clip: torch.Tensor, mode: str) -> tuple[IncrementalModel | None, str | None]:
+    """incremental_for with the model's own logits of the clip."""
+    with torch.no_grad():
+        return incremental_for(model, clip, mode, model(clip[None]))
+
+
 def test_attention_models_go_dense_in_auto_and_stay_exact_or_refuse_in_on() -> None:
     clip = clip_of(4, 32)
     embedded = build(AttentionAfterEmbedding)
-    assert incremental_for(embedded, clip, "auto") is None  # the embedding is a small share of the work
+    built, note = chosen(embedded, clip, "auto")  # the embedding is a small share of the work
+    assert built is None and note.startswith("the local prefix holds 0.")
     dense, fast = scores(embedded, clip, case_tubes(4, 32, 32), "mean")
     assert (dense - fast).abs().max() <= TOLERANCE
     first = build(AttentionFirst)
-    assert incremental_for(first, clip, "auto") is None
+    assert chosen(first, clip, "auto") == (None, "AttentionFirst starts with flatten, which is not local")
     with pytest.raises(NotIncremental, match=r"^AttentionFirst starts with flatten, which is not local$"):
-        incremental_for(first, clip, "on")
+        chosen(first, clip, "on")
 
 
 def test_auto_keeps_gpus_dense_and_cpus_incremental() -> None:
     """`auto` on a clip off the CPU is dense without tracing (a meta tensor stands for any other device)."""
     model = build(torchvision.models.video.r3d_18, num_classes=7)
-    assert incremental_for(model, clip_of(4, 32), "auto") is not None
-    assert incremental_for(model, torch.empty(3, 4, 32, 32, device="meta"), "auto") is None
+    assert chosen(model, clip_of(4, 32), "auto")[0] is not None
+    assert incremental_for(model, torch.empty(3, 4, 32, 32, device="meta"), "auto", torch.zeros(1, 7)) == (None, None)
 
 
 class Branchy(nn.Module):
@@ -394,13 +402,14 @@ def test_untraceable_hooked_or_wrapped_models_refuse_in_one_line() -> None:
     cases = {Branchy(): "cannot be traced by torch.fx", hooked: "has forward hooks on stem",
              wrapped: "does not reproduce the model's logits"}
     for model, message in cases.items():
-        assert incremental_for(model, clip, "auto", model(clip[None])) is None
+        built, note = chosen(model, clip, "auto")
+        assert built is None and message in note
         with pytest.raises(NotIncremental, match=message) as raised:
-            incremental_for(model, clip, "on", model(clip[None]))
+            chosen(model, clip, "on")
         assert "\n" not in str(raised.value)
-    assert incremental_for(build(LocalZoo), clip, "off") is None
+    assert chosen(build(LocalZoo), clip, "off") == (None, None)
     with pytest.raises(ValueError, match="unknown incremental mode"):
-        incremental_for(build(LocalZoo), clip, "sometimes")
+        chosen(build(LocalZoo), clip, "sometimes")
 
 
 def test_far_apart_tubes_keep_their_own_tiles() -> None:
@@ -408,7 +417,7 @@ def test_far_apart_tubes_keep_their_own_tiles() -> None:
     box."""
     model = build(torchvision.models.video.r3d_18, num_classes=7)
     incremental = IncrementalModel(model, clip_of(8, 32))
-    plan = incremental.plan(case_tubes(8, 32, 32), torch.tensor([0]))
+    plan = incremental.planner.plan(case_tubes(8, 32, 32), torch.tensor([0]))
     first = plan.tiles[incremental.local[0]]
     assert first.index.shape[0] == 12 * 4 and first.size == (2, 4, 4)
 
@@ -482,7 +491,7 @@ def test_masks_that_meet_a_tile_with_the_same_tubes_share_it() -> None:
     tubes = TubeSet(boxes, groups, size, size)
     model, clip = build(Reaches), clip_of(frames, size)
     incremental = IncrementalModel(model, clip, dense_fraction=1.0)
-    plan = incremental.plan(tubes, torch.arange(len(tubes)))
+    plan = incremental.planner.plan(tubes, torch.arange(len(tubes)))
     stem = plan.tiles[incremental.local[1]]
     assert stem.area < len(stem.index) * math.prod(stem.size)  # shared: computed once
     near_a = (stem.index[:, 2] < 8) & (stem.index[:, 3] < 8)
@@ -519,8 +528,9 @@ def test_aosa_maps_agree_incremental_and_dense(device: torch.device) -> None:
     for mode in ("on", "off"):
         explainer = get_method("aosa")(model, dataclasses.replace(params, incremental=mode))
         maps[mode] = explainer.attribute(clip, 2, flow)
-        assert explainer.ran_incremental == (mode == "on")
-        assert explainer.incremental_clips == (len(tubes) * 2 if mode == "on" else 0)  # masks x fill draws
+        assert explainer.inference.path == {"on": "incremental", "off": "dense"}[mode]
+        assert explainer.inference.clips == (len(tubes) * 2 if mode == "on" else 0)  # masks x fill draws
+        assert (explainer.inference.max_diff is not None) == (mode == "on")  # checked on some masks
     assert (maps["on"] - maps["off"]).abs().max() <= 1e-3 * maps["off"].abs().max()
 
 

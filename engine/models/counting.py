@@ -22,6 +22,11 @@ class CountingModel:
         return self.model.module
 
     @property
+    def scoring_module(self) -> torch.nn.Module | None:
+        """The wrapped model's scoring module (LoadedModel.scoring_module)."""
+        return self.model.scoring_module
+
+    @property
     def batch_format(self) -> torch.memory_format:
         """The wrapped model's batch layout (kernels.scoring.batch_format)."""
         return self.model.batch_format

@@ -56,6 +56,12 @@ class LoadedModel:
         with self.precision_context():
             return run(batch).float()
 
+    @property
+    def scoring_module(self) -> nn.Module | None:
+        """The module that scores batches without gradients as it is (eager, fp32), which incremental occlusion may
+        trace; None when a compiled engine or a reduced precision scores them."""
+        return self.module if self.compiled is None and self.precision == "fp32" else None
+
     def precision_context(self) -> AbstractContextManager[None]:
         """Passes inside run in the model's precision (TF32 flags, autocast for bf16 and fp16)."""
         return precision_context(self.precision, self.device)

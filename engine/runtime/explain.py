@@ -18,6 +18,7 @@ from aosa.engine.models.loading import LoadedModel
 from aosa.kernels.incremental import NotIncremental
 from aosa.kernels.methods import get_method
 from aosa.kernels.methods.occlusion_base import OcclusionMethod
+from aosa.kernels.occlusion import Inference
 from aosa.kernels.scoring import target_scores
 from aosa.kernels.space import InputSpace
 from aosa.schemas.method_params import MethodParams
@@ -38,7 +39,16 @@ class Explanation:
     n_forward: int  # clips scored for the map: model calls plus occluded clips scored incrementally
     flow: str | None
     timings: dict[str, float] = field(default_factory=dict)
-    inference: str | None = None  # exact occlusion methods: "incremental" or "dense"
+    inference: Inference | None = None  # exact occlusion methods: incremental or dense, why, how far checked
+
+
+def inference_fields(inference: Inference | None) -> dict[str, str | float | None]:
+    """How an exact occlusion map was scored, as meta.json and the metrics row give it: `inference` (incremental or
+    dense), `inference_note` (why dense where incremental was tried or asked for) and `incremental_max_diff` (the
+    largest |incremental - dense| score over the masks scored both ways); nulls for other methods."""
+    if inference is None:
+        return {"inference": None, "inference_note": None, "incremental_max_diff": None}
+    return {"inference": inference.path, "inference_note": inference.note, "incremental_max_diff": inference.max_diff}
 
 
 def choose_target(model: LoadedModel, clip: torch.Tensor, target: int | None, score: str) -> tuple[int, int, float]:
@@ -84,12 +94,11 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
     timings["model_forward"] = counted.seconds
     if explainer.mask_seconds is not None:
         timings["masks"] = explainer.mask_seconds
-    occlusion = isinstance(explainer, OcclusionMethod)
+    inference = explainer.inference if isinstance(explainer, OcclusionMethod) else None
     return Explanation(saliency=saliency.cpu().numpy().astype(np.float32), method=method, params=params,
                        target=target, predicted=predicted, score=score,
-                       n_forward=counted.clips + (explainer.incremental_clips if occlusion else 0), flow=flow_name,
-                       timings=timings, inference=("incremental" if explainer.ran_incremental else "dense")
-                       if occlusion else None)
+                       n_forward=counted.clips + (inference.clips if inference else 0), flow=flow_name,
+                       timings=timings, inference=inference)
 
 
 def explain_video(path: Path | str, model: LoadedModel, method: str, params: MethodParams,

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from aosa.engine.runtime.explain import inference_fields
 from aosa.engine.runtime.provenance import git_sha, package_versions
 from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
 from aosa.engine.store.buffered import MAX_SECONDS, MAX_UNITS, UnitWriter
@@ -81,7 +82,7 @@ class UnitRecorder:
             "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
             "seconds_total": unit.flow_seconds + unit.result.busy, "seconds_model": unit.result.seconds,
             "n_forward": unit.result.clips, "map_path": saved.path, "decoder": unit.prepared.decoder,
-            "inference": unit.result.inference,
+            **inference_fields(unit.result.inference),
             "params": json.dumps(unit.params.to_dict(), sort_keys=True),
         }
         self._write(metrics, unit.stages, saved)

@@ -5,6 +5,7 @@ video raises ends as its error rows; Ray losing an actor, node or object mid-cal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import ray
@@ -17,7 +18,7 @@ from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Sta
 from aosa.kernels.methods import get_method
 from aosa.kernels.methods.occlusion_base import OcclusionMethod
 from aosa.kernels.metrics import CURVES, STEPS, Faithfulness, pointing_game
-from aosa.kernels.occlusion import aggregate
+from aosa.kernels.occlusion import Inference, aggregate
 from aosa.kernels.scoring import target_scores
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.method_params import MethodParams
@@ -136,15 +137,22 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
     models = pool.models
     index = torch.arange(len(tubes))
     driver = time.perf_counter() - began
-    results: list[ModelResult] = await asyncio.gather(*(
-        actor.occlusion_scores.remote(name, params, clip_ref, target, tubes_ref, index[shard])
-        for actor, shard in zip(models, shards(len(tubes), len(models)))))
+
+    def scored(how: MethodParams) -> asyncio.Future[list[ModelResult]]:
+        """Every shard's scores under `how`."""
+        return asyncio.gather(*(
+            actor.occlusion_scores.remote(name, how, clip_ref, target, tubes_ref, index[shard], logits)
+            for actor, shard in zip(models, shards(len(tubes), len(models)))))
+    rounds = [await scored(params)]
+    if any(result.inference.mismatch for result in rounds[0]):  # a shard's check failed: every shard goes dense
+        rounds.append(await scored(dataclasses.replace(params, incremental="off")))
+    results = [result for done in rounds for result in done]
     began = time.perf_counter()
-    scores = torch.cat([result.value for result in results])
+    scores = torch.cat([result.value for result in rounds[-1]])
     base = target_scores(logits[None], target, params.score)[0]
     saliency = aggregate(tubes, base - scores, params.aggregate)
     driver += time.perf_counter() - began
-    inference = "incremental" if any(r.inference == "incremental" for r in results) else "dense"
+    inference = Inference.of_shards([result.inference for result in results])
     masks = Stage(tube_seconds + sum(r.masks.seconds for r in results if r.masks), len(tubes), "masks")
     return ModelResult(saliency, sum(r.seconds for r in results), sum(r.clips for r in results) + 1,
                        driver + sum(r.busy for r in results), inference, masks)

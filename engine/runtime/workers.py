@@ -23,7 +23,7 @@ from aosa.engine.models.timing import ReferenceSampler
 from aosa.kernels.incremental import BufferPool, IncrementalModel, incremental_for
 from aosa.kernels.methods import get_method
 from aosa.kernels.metrics import curve_points
-from aosa.kernels.occlusion import occlusion_scores
+from aosa.kernels.occlusion import Inference, checked_scores
 from aosa.kernels.scoring import ScoreFunction
 from aosa.kernels.space import InputSpace
 from aosa.kernels.tubes import TubeSet
@@ -124,7 +124,7 @@ class ModelResult:
     seconds: float
     clips: int
     busy: float
-    inference: str | None = None  # occlusion scores: "incremental" or "dense"
+    inference: Inference | None = None  # occlusion scores: incremental or dense, why, how far checked
     masks: Stage | None = None  # building the map's masks (tubes) and fill, for methods that build any
 
 
@@ -136,12 +136,14 @@ class IncrementalCache:
         self.model = model
         self.pool = BufferPool()
         self._key: tuple[torch.Tensor, str] | None = None
-        self._built: IncrementalModel | None = None
+        self._built: tuple[IncrementalModel | None, str | None] = (None, None)
 
-    def get(self, clip: torch.Tensor, mode: str) -> IncrementalModel | None:
-        """The IncrementalModel for `clip` under `mode` ("auto", "on", "off"), or None for dense forwards."""
+    def get(self, clip: torch.Tensor, mode: str, logits: torch.Tensor) -> tuple[IncrementalModel | None, str | None]:
+        """The IncrementalModel for `clip` under `mode` ("auto", "on", "off"), or None for dense forwards, and why
+        dense (kernels.incremental.incremental_for); `logits` (1, classes): the clip's, as this model's backend
+        scores it, which the traced module must reproduce."""
         if self._key is None or self._key[1] != mode or not torch.equal(self._key[0], clip):
-            self._built = incremental_for(self.model, clip, mode, pool=self.pool)
+            self._built = incremental_for(self.model, clip, mode, logits, self.pool)
             self._key = (clip, mode)
         return self._built
 
@@ -181,9 +183,10 @@ class ModelWorker:
             return self._run(lambda model: model(clip.unsqueeze(0).to(self.model.device))[0].float().cpu())
 
     def occlusion_scores(self, method: str, params: MethodParams, clip: torch.Tensor, target: int,
-                         tubes: TubeSet, index: torch.Tensor) -> ModelResult:
+                         tubes: TubeSet, index: torch.Tensor, logits: torch.Tensor) -> ModelResult:
         """Target scores of the clip occluded by masks `index` (a shard), built on this worker's device, by
-        incremental inference (one clean pass per clip, kept for the clip's other shards and methods) or dense."""
+        incremental inference (one clean pass per clip, kept for the clip's other shards and methods, checked
+        against `logits`, the clip's (classes,) from `logits()`, and on the shard's checked masks) or dense."""
         inference, fills = [], []
 
         def work(model: CountingModel) -> torch.Tensor:
@@ -192,12 +195,11 @@ class ModelWorker:
             began = time.perf_counter()
             fill = explainer.make_fill(inputs)
             fills.append(Stage(time.perf_counter() - began, 0, "masks"))  # the driver adds the tubes' share
-            fast = self.incremental.get(inputs, params.incremental)
-            began = time.perf_counter()
-            scores = occlusion_scores(explainer.scorer(target), inputs, tubes, fill, index, params.batch_size, fast)
-            if fast is not None:  # every occluded clip was scored without a call of the model: count it here
-                model.add(len(index) * len(fill.draws), time.perf_counter() - began)
-            inference.append("dense" if fast is None else "incremental")
+            fast, note = self.incremental.get(inputs, params.incremental, logits[None])
+            scores, how = checked_scores(explainer.scorer(target), inputs, tubes, fill, index, params.batch_size,
+                                         fast, note)
+            model.add(how.clips, how.seconds)  # occluded clips scored without a call of the model: counted here
+            inference.append(how)
             return scores.cpu()
         return dataclasses.replace(self._run(work), inference=inference[0], masks=fills[0])
 

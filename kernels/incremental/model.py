@@ -55,10 +55,6 @@ class IncrementalModel:
         """(masks, plan) covering `index` in order, each plan as large as its patch memory allows."""
         return self.planner.plans(tubes, index)
 
-    def plan(self, tubes: TubeSet, index: torch.Tensor) -> Plan:
-        """The plan of the masks numbered `index`."""
-        return self.planner.plan(tubes, index)
-
     @torch.no_grad()
     def logits(self, plan: Plan, value: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Logits (B, classes) of the clip with each planned mask filled with `value` (broadcasts to the clip); the
@@ -89,12 +85,12 @@ class IncrementalModel:
     @staticmethod
     def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:
         """A pointwise op on its input's patches: in place where nothing else reads them, else into new ones. A
-        module that writes into its input itself (ReLU(inplace=True)) does so, on a copy where other nodes read its
-        input."""
+        module that writes into its input itself (ReLU(inplace=True)) does so, on a copy where something else may
+        read them."""
         source = op.inputs[0]
         values = acts[source].values
         if getattr(op.run, "inplace", False):
-            return op.run(values.clone() if len(source.users) > 1 else values)
+            return op.run(values if _exclusive(source, acts) else values.clone())
         if op.inplace is not None and _exclusive(source, acts):
             return op.inplace(values)
         return op.run(values)

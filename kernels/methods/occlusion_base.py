@@ -10,7 +10,7 @@ import torch
 from aosa.kernels.fills import Fill, make_fill
 from aosa.kernels.incremental import BufferPool, incremental_for
 from aosa.kernels.methods.base import ExplanationMethod
-from aosa.kernels.occlusion import aggregate, occlusion_scores
+from aosa.kernels.occlusion import Inference, aggregate, checked_scores
 from aosa.kernels.scoring import Model, target_scores
 from aosa.kernels.space import InputSpace
 from aosa.kernels.tubes import TubeSet
@@ -21,14 +21,14 @@ class OcclusionMethod(ExplanationMethod):
     """Exact occlusion: d_i = f(x) - f(occluded_i), one forward pass per mask (and fill draw).
 
     `params.incremental` ("auto", "on" or "off") picks incremental inference over each mask's changed region
-    (kernels.incremental, the same scores within float tolerance) or dense forwards. After attribute(),
-    `ran_incremental` says which ran and `incremental_clips` how many occluded clips it scored without a
-    call of the model (so callers counting the model's calls can count every clip). The instance keeps the
-    incremental path's scratch memory for its next clip (BufferPool).
+    (kernels.incremental, the same scores within float tolerance, checked on a few masks per clip) or dense
+    forwards. After attribute(), `inference` says which ran, why dense where incremental was tried, the largest
+    difference checked, and how many occluded clips it scored without a call of the model (so callers counting
+    the model's calls can count every clip). The instance keeps the incremental path's scratch memory for its
+    next clip (BufferPool).
     """
 
-    ran_incremental: bool = False
-    incremental_clips: int = 0
+    inference: Inference | None = None
 
     def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
         super().__init__(model, params, space)
@@ -51,8 +51,6 @@ class OcclusionMethod(ExplanationMethod):
         with torch.no_grad():
             logits = self.model(inputs.unsqueeze(0))
         base = target_scores(logits, target, score.kind)[0]
-        fast = incremental_for(self.model, inputs, self.params.incremental, logits, self.pool)
-        self.ran_incremental = fast is not None
-        self.incremental_clips = len(tubes) * len(fill.draws) if fast is not None else 0
-        occluded = occlusion_scores(score, inputs, tubes, fill, batch_size=self.params.batch_size, incremental=fast)
+        fast, note = incremental_for(self.model, inputs, self.params.incremental, logits, self.pool)
+        occluded, self.inference = checked_scores(score, inputs, tubes, fill, None, self.params.batch_size, fast, note)
         return aggregate(tubes, base - occluded, self.params.aggregate)
