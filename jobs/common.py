@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aosa.engine.errors import AosaError, ConfigError
-from aosa.engine.models.backends import BACKENDS, PRECISIONS, fidelity_label
+from aosa.engine.models.backends import BACKENDS, fidelity_label
+from aosa.engine.models.precision import PRECISIONS
 from aosa.engine.store.reader import StoreReader
 from aosa.schemas.method_params import AGGREGATES, FILLS, FLOWS, INCREMENTAL, SCORES, MethodParams, ParamsError
 from aosa.schemas.preprocessing import PreprocessingError

@@ -13,7 +13,8 @@ import torch
 
 from aosa.engine.io.flow import flow_backends
 from aosa.engine.io.video import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_unavailable
-from aosa.engine.models.backends import PRECISIONS, fidelity_label, tensorrt_unavailable
+from aosa.engine.models.backends import fidelity_label, tensorrt_unavailable
+from aosa.engine.models.precision import PRECISIONS
 from aosa.jobs.common import run_guarded
 
 AVAILABLE = "available"

@@ -7,7 +7,7 @@ import pytest
 import ray
 import torch
 
-from aosa.engine.models.backends import set_tf32
+from aosa.engine.models.precision import set_tf32
 
 
 @pytest.fixture(scope="session")

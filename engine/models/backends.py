@@ -22,8 +22,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,14 +31,13 @@ import torch._dynamo
 from torch import nn
 
 from aosa.engine.errors import ConfigError
+from aosa.engine.models.precision import PRECISIONS, set_tf32
 from aosa.schemas.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from aosa.engine.models.loading import LoadedModel
 
 RUNNERS = ("eager", "compile", "tensorrt")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # precisions that run under torch.autocast
 BACKENDS = ("auto", "eager", "eager-tf32", "eager-bf16", "eager-fp16",
             "compile", "compile-tf32", "compile-bf16", "compile-fp16", "tensorrt")
 TOLERANCE = 1e-2  # largest allowed |softmax(compiled) - softmax(eager)| on the first-use check
@@ -200,29 +197,6 @@ def compile_inductor(model: LoadedModel, batch_size: int) -> nn.Module:
     with model.precision_context():
         check_tolerance(model.module, compiled, shape, model.device, "torch.compile'd model", max(1, batch_size))
     return compiled
-
-
-@contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """Passes inside run in `precision` on `device`: TF32 flags as it asks (restored after), autocast for bf16/fp16.
-    Per call, so that models of several precisions can share a process (the flags themselves are process-wide)."""
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    if device.type == "cuda":
-        set_tf32(precision == "tf32")
-    try:
-        if precision in AUTOCAST:
-            with torch.autocast(device.type, dtype=AUTOCAST[precision]):
-                yield
-        else:
-            yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def set_tf32(enabled: bool) -> None:
-    """TF32 tensor cores for CUDA convolutions and matrix products, on or off (process-wide torch flags)."""
-    torch.backends.cudnn.allow_tf32 = enabled
-    torch.backends.cuda.matmul.allow_tf32 = enabled
 
 
 def use_backend(model: LoadedModel, backend: str, batch_size: int, cache_dir: Path) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.export.passes import move_to_device_pass
 
 from aosa.engine.errors import ModelError, short_reason, shown_keys
-from aosa.engine.models.backends import precision_context
+from aosa.engine.models.precision import precision_context
 from aosa.engine.models.video.timesformer import load_timesformer
 from aosa.engine.models.zoo import ZOO
 from aosa.schemas.preprocessing import Preprocessing, PreprocessingError
