@@ -83,7 +83,7 @@ class TubeSet:
     def _overlaps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every mask's overlap boxes, once: flat indices (4, N, S, T) of their corners in a (T, H+1, W+1)
         grid (order y0x0, y0x1, y1x0, y1x1), signs (S,) and areas (N, S, T)."""
-        chunks = [self.intersections(index) for index in torch.arange(len(self)).split(64)]
+        chunks = [self.intersections(index) for index in torch.arange(len(self)).split(4096)]
         boxes, signs = torch.cat([boxes for boxes, _ in chunks]), chunks[0][1]
         y0, y1, x0, x1 = boxes.unbind(-1)
         frame = torch.arange(self.frames).view(1, 1, -1) * (self.height + 1)

@@ -106,7 +106,7 @@ def reaches(ops: dict[fx.Node, LocalOp]) -> dict[fx.Node, Reach | None]:
     return reach
 
 
-def shared(tiles: Tiles, reach: Reach | None, boxes: torch.Tensor, tubes: torch.Tensor, chunk: int = 8192) -> Tiles:
+def shared(tiles: Tiles, reach: Reach | None, boxes: torch.Tensor, tubes: torch.Tensor, chunk: int = 1 << 18) -> Tiles:
     """`tiles` with sharing: tiles at one place whose receptive fields meet the same tubes (ids `tubes` (B, G),
     boxes (B, G, T, 4) of the input) compute once. Exact for one fill per batch: a tile's values are a function
     of the occluded input in its receptive field, which is the clip with the tubes that meet the field filled."""

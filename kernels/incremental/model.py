@@ -72,7 +72,7 @@ class IncrementalModel:
                 values = self._pointwise(op, acts)
             elif op.kind == "window":
                 values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad,
-                                                        prefix.shapes[node][1:], self.window_bytes)
+                                                        self.window_bytes)
             elif op.kind == "frames":
                 values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
             else:

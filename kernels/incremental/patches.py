@@ -1,14 +1,15 @@
 """The data path: a layer's activation for a batch of masks as its clean rows plus each mask's changed tiles.
 
-Activations are kept channels-last and flat, one row of C values per position, so that "the clean activation
-overlaid with mask b's tiles" is an int map per (mask, frame, y, x) into one row table
-[clean rows | zero row | -inf row | tile rows], and every window a layer reads is one index_select of rows.
+Activations are kept channels-last and flat, one row of C values per position, in one row table per batch
+[clean rows | zero row | -inf row | tile rows]: "the clean activation overlaid with mask b's tiles" is a lookup
+from a position to its row (Activation.rows_at), and every window a layer reads is one index_select of rows.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -17,7 +18,7 @@ from aosa.kernels.incremental.geometry import Tiles
 from aosa.kernels.incremental.ops import UNIT, Window
 
 WINDOW_BYTES = 64 * 2 ** 20  # gathered windows held at once per layer: bounds the peak, big enough for fast convs
-GRID_BYTES = 16 * 2 ** 20  # int maps of positions into a row table held at once: a few masks' worth, never all N
+LOOKUP_BYTES = 16  # int32 row lookups alive per gathered position while rows_at runs (counted in the window budget)
 
 
 def to_rows(activation: torch.Tensor) -> torch.Tensor:
@@ -76,16 +77,13 @@ def window_spans(size: tuple[int, int, int], window: Window) -> list[int]:
 Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (low, high) per axis (T, H, W)
 
 
-def tile_positions(tiles: Tiles, grid: tuple[int, int, int], offset: tuple[int, int, int] = (0, 0, 0),
-                   per_mask: bool = True) -> torch.Tensor:
-    """Flat positions (P, t, h, w) of every tile element in a (B, T, H, W) grid (or (T, H, W) if not `per_mask`)
-    whose origin lies at `offset`."""
-    frames, height, width = grid
-    mask, t0, y0, x0 = tiles.index.unbind(1)
-    mask = mask if per_mask else torch.zeros_like(mask)
-    t, y, x = (start[:, None] + shift + torch.arange(step, device=start.device)
-               for start, shift, step in zip((t0, y0, x0), offset, tiles.size))
-    start = ((mask[:, None] * frames + t) * height)[:, :, None] + y[:, None, :]  # (P, t, h)
+def tile_positions(tiles: Tiles, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Flat positions (P, t, h, w) of every tile element in a (T, H, W) volume."""
+    _, height, width = shape
+    _, t0, y0, x0 = tiles.index.unbind(1)
+    t, y, x = (start[:, None] + torch.arange(step, device=start.device)
+               for start, step in zip((t0, y0, x0), tiles.size))
+    start = (t * height)[:, :, None] + y[:, None, :]  # (P, t, h)
     return (start * width)[..., None] + x[:, None, None, :]
 
 
@@ -96,15 +94,44 @@ def window_padding(window: Window, shape: tuple[int, int, int], out_shape: tuple
                  zip(window.padding, window.stride, window.kernel, window.dilation, shape, out_shape))
 
 
+@dataclass(frozen=True)
+class Axis:
+    """One axis of an activation (`extent` positions) cut into cells of `step`, the last shifted inward to end at
+    the extent (geometry.tiles_of places tiles on these cells)."""
+
+    extent: int
+    step: int
+
+    @property
+    def cells(self) -> int:
+        return -(-self.extent // self.step)
+
+    def cell_of(self, origin: torch.Tensor) -> torch.Tensor:
+        """The cell whose start is `origin` (a shifted last cell starts below a multiple of the step)."""
+        return torch.div(origin + self.step - 1, self.step, rounding_mode="floor")
+
+    def locate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inside, cell, offset in the cell, clamped position) of int positions: a cell that covers each one."""
+        inside = (positions >= 0) & (positions < self.extent)
+        clamped = positions.clamp(0, self.extent - 1)
+        cell = torch.div(clamped, self.step, rounding_mode="floor").clamp(max=self.cells - 1)
+        return inside, cell, clamped - (cell * self.step).clamp(max=self.extent - self.step), clamped
+
+
 class Activation:
     """A prefix node's output for B masks: `values` (U, C, t, h, w) of `tiles.computed`, placed on every tile of
-    `tiles` that shares them; the clean rows elsewhere."""
+    `tiles` that shares them; the clean rows elsewhere.
+
+    Reading it anywhere is one lookup, vectorized over every position asked for: a position's cell, the slot of the
+    mask's tile on that cell (a (B, cells) int map, one entry per tile-sized cell, not per position), and the row of
+    the table that holds its value. So a layer gathers the windows of all its tiles in one go, whatever the number of
+    masks, and its operator count does not grow with them."""
 
     def __init__(self, clean: CleanTable | None, tiles: Tiles, values: torch.Tensor, count: int,
                  pool: BufferPool) -> None:
         self.clean, self.tiles, self.values, self.count, self.pool = clean, tiles, values, count, pool
         self._table: torch.Tensor | None = None
-        self._grid: tuple[tuple[Padding, int, int, int], torch.Tensor] | None = None
+        self._cells: torch.Tensor | None = None
 
     def table(self) -> torch.Tensor:
         """Row table [clean | zero | -inf | this batch's tile rows]; the values become a view of its tile rows (one
@@ -115,125 +142,105 @@ class Activation:
             self.values = self._table[self.clean.first_tile_row:].view(shape).permute(0, 4, 1, 2, 3)
         return self._table
 
-    def grid(self, padding: Padding, pad_row: int, first: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Int32 map (stop - first, T', H', W') of masks [first, stop) of the padded activation into the row table:
-        tile rows over clean rows, `pad_row` in the padding (the last one built is kept)."""
-        stop = self.count if stop is None else stop
-        key = (padding, pad_row, first, stop)
-        if self._grid is None or self._grid[0] != key:
-            (frames, height, width), (pt, py, px) = self.clean.shape, (low for low, _ in padding)
-            size = [n + low + high for n, (low, high) in zip(self.clean.shape, padding)]
-            grid = self.pool.take((stop - first, *size), torch.int32, self.values.device).fill_(pad_row)
-            grid[:, pt:pt + frames, py:py + height, px:px + width] = self.clean.base.view(frames, height, width)
-            low, high = torch.searchsorted(self.tiles.index[:, 0].contiguous(),
-                                           torch.tensor([first, stop], device=grid.device)).tolist()
-            index = self.tiles.index[low:high] - torch.tensor([first, 0, 0, 0], device=grid.device)
-            positions = tile_positions(Tiles(index, self.tiles.size), tuple(size), (pt, py, px))  # (P, t, h, w)
-            cell = math.prod(self.tiles.size)
-            rows = (self.tiles.slot[low:high].to(torch.int32)[:, None] * cell + self.clean.first_tile_row
-                    + torch.arange(cell, dtype=torch.int32, device=grid.device))  # shared tiles: their slot's rows
-            grid.view(-1)[positions.flatten()] = rows.flatten()
-            self._grid = (key, grid)
-        return self._grid[1]
+    @property
+    def axes(self) -> tuple[Axis, Axis, Axis]:
+        return tuple(Axis(extent, step) for extent, step in zip(self.clean.shape, self.tiles.size))  # type: ignore
 
-    def windows(self, tiles: Tiles, window: Window, pad: float, out_shape: tuple[int, int, int]) -> torch.Tensor:
-        """Input windows (P, C, t_in, h_in, w_in), channels-last, of a window op whose outputs are `tiles` (sorted by
-        mask), padded with `pad` exactly where the dense layer pads: two int gathers and one gather of rows."""
-        first, stop = (int(tiles.index[0, 0]), int(tiles.index[-1, 0]) + 1) if len(tiles.index) else (0, 0)
-        grid = self.grid(window_padding(window, self.clean.shape, out_shape), self.clean.pad_row(pad), first, stop)
-        _, frames, height, width = grid.shape
-        device = grid.device
-        spans = window_spans(tiles.size, window)
-        template = (torch.arange(spans[0], device=device) * height)[:, None] + torch.arange(spans[1], device=device)
-        template = (template * width)[..., None] + torch.arange(spans[2], device=device)  # (t_in, h_in, w_in)
-        mask, t0, y0, x0 = tiles.index.unbind(1)
-        st, sy, sx = window.stride
-        corner = (((mask - first) * frames + t0 * st) * height + y0 * sy) * width + x0 * sx  # window origin
-        flat = (corner.to(torch.int32)[:, None] + template.to(torch.int32).flatten()).flatten()
-        return self._rows(grid, flat).view(len(corner), *spans, self.clean.rows.shape[1]).permute(0, 4, 1, 2, 3)
+    def cells(self) -> torch.Tensor:
+        """Int32 map (B, cells T, cells H, cells W): the slot of each mask's tile on each cell, -1 where it has none."""
+        if self._cells is None:
+            axes, device = self.axes, self.values.device
+            cells = self.pool.take((self.count, *(axis.cells for axis in axes)), torch.int32, device).fill_(-1)
+            mask, *origin = self.tiles.index.unbind(1)
+            cells[(mask, *(axis.cell_of(start) for axis, start in zip(axes, origin)))] = self.tiles.slot.to(torch.int32)
+            self._cells = cells
+        return self._cells
 
-    def _rows(self, grid: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        """Rows (len(flat), C) of the table at the grid's flat positions `flat`: two gathers into pooled memory."""
+    def rows_at(self, mask: torch.Tensor, frame: torch.Tensor, row: torch.Tensor, column: torch.Tensor,
+                pad_row: int) -> torch.Tensor:
+        """Rows of the table (the broadcast shape of the four int32 tensors) holding the value of each mask at each
+        (frame, row, column): its tile's row where it has a tile there, else the clean row; `pad_row` outside."""
+        cells = self.cells()
+        (inside_t, cell_t, off_t, t), (inside_y, cell_y, off_y, y), (inside_x, cell_x, off_x, x) = (
+            axis.locate(positions) for axis, positions in zip(self.axes, (frame, row, column)))
+        counts, size, (height, width) = cells.shape[1:], self.tiles.size, self.clean.shape[1:]
+        slot = cells.view(-1)[((mask * counts[0] + cell_t) * counts[1] + cell_y) * counts[2] + cell_x]
+        tile_row = self.clean.first_tile_row + slot * math.prod(size) + (off_t * size[1] + off_y) * size[2] + off_x
+        rows = torch.where(slot >= 0, tile_row, (t * height + y) * width + x)
+        return torch.where(inside_t & inside_y & inside_x, rows, pad_row)
+
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """Table rows (rows.shape..., C), one index_select into pooled memory, channels last."""
         table = self.table()
-        positions = torch.index_select(grid.view(-1), 0, flat, out=self.pool.take((len(flat),), grid.dtype,
-                                                                                   grid.device))
-        return torch.index_select(table, 0, positions, out=self.pool.take((len(flat), table.shape[1]), table.dtype,
-                                                                           table.device))
+        flat = rows.flatten()
+        out = self.pool.take((len(flat), table.shape[1]), table.dtype, table.device)
+        return torch.index_select(table, 0, flat, out=out).view(*rows.shape, table.shape[1])
+
+    def windows(self, tiles: Tiles, window: Window, pad: float) -> torch.Tensor:
+        """Input windows (P, C, t_in, h_in, w_in), channels-last, of a window op whose outputs are `tiles`, padded
+        with `pad` exactly where the dense layer pads (positions outside the activation read the pad row)."""
+        mask, *origin = tiles.index.to(torch.int32).unbind(1)
+        spans = window_spans(tiles.size, window)
+        t, y, x = ((start * stride - padding)[:, None] + torch.arange(span, dtype=torch.int32, device=start.device)
+                   for start, stride, padding, span in zip(origin, window.stride, window.padding, spans))
+        rows = self.rows_at(mask[:, None, None, None], t[:, :, None, None], y[:, None, :, None], x[:, None, None, :],
+                            self.clean.pad_row(pad))
+        return self.gather(rows).permute(0, 4, 1, 2, 3)
 
     def run_windows(self, run: Callable[[torch.Tensor], torch.Tensor], tiles: Tiles, window: Window, pad: float,
-                    out_shape: tuple[int, int, int], budget: int = WINDOW_BYTES) -> torch.Tensor:
-        """`run` (a conv, pool or nothing) on the windows of `tiles`, gathered a chunk at a time: at most `budget`
-        bytes of windows (a window reads its kernel's reach, several times a tile) and GRID_BYTES of int maps
-        (the masks a chunk spans) exist at once."""
-        size = math.prod(window_spans(tiles.size, window)) * self.values.shape[1] * self.values.element_size()
-        grid_size = math.prod(n + low + high for n, (low, high) in
-                              zip(self.clean.shape, window_padding(window, self.clean.shape, out_shape))) * 4
-        chunks = _chunks(tiles.index[:, 0], max(1, budget // size), max(1, GRID_BYTES // grid_size)) or [(0, 0)]
+                    budget: int = WINDOW_BYTES) -> torch.Tensor:
+        """`run` (a conv, pool or nothing) on the windows of `tiles`, gathered at most `budget` bytes of windows and
+        their row lookups at a time (a window reads its kernel's reach, several times a tile): one chunk where the
+        budget allows."""
+        per_position = self.values.shape[1] * self.values.element_size() + LOOKUP_BYTES
+        size = math.prod(window_spans(tiles.size, window)) * per_position
+        chunks = tiles.index.split(max(1, int(budget // size))) if len(tiles.index) else [tiles.index]
+        if len(chunks) == 1:
+            return run(self.windows(tiles, window, pad))
         out = None
-        for start, stop in chunks:
-            values = run(self.windows(Tiles(tiles.index[start:stop], tiles.size), window, pad, out_shape))
-            if len(chunks) == 1:
-                return values
+        start = 0
+        for chunk in chunks:
+            values = run(self.windows(Tiles(chunk, tiles.size), window, pad))
             if out is None:  # written chunk by chunk, channels-last as the windows: no second copy of the patches
                 shape = (len(tiles.index), *values.shape[2:], values.shape[1])
                 out = self.pool.take(shape, values.dtype, values.device).permute(0, 4, 1, 2, 3)
-            out[start:stop] = values
+            out[start:start + len(chunk)] = values
+            start += len(chunk)
         return out
 
     def frames(self, tiles: Tiles, index: torch.Tensor) -> torch.Tensor:
         """Values (P, C, t, h, w) of `tiles` of a frame selection: tile frame k reads this activation's frame
-        index[k] (one gather of positions, one of rows, a chunk of masks at a time)."""
-        positions = math.prod(self.clean.shape) * 4
-        chunks = _chunks(tiles.index[:, 0], len(tiles.index), max(1, GRID_BYTES // positions)) or [(0, 0)]
-        return torch.cat([self._frames(Tiles(tiles.index[start:stop], tiles.size), index) for start, stop in chunks])
-
-    def _frames(self, tiles: Tiles, index: torch.Tensor) -> torch.Tensor:
-        """`frames` for tiles of masks a grid holds at once."""
-        first, stop = (int(tiles.index[0, 0]), int(tiles.index[-1, 0]) + 1) if len(tiles.index) else (0, 0)
-        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row, first, stop)
-        _, frames, height, width = grid.shape
-        mask, t0, y0, x0 = tiles.index.unbind(1)
-        device = grid.device
-        kept = index[t0[:, None] + torch.arange(tiles.size[0], device=device)]  # (P, t)
-        rows = (((mask[:, None] - first) * frames + kept) * height)[:, :, None] + y0[:, None, None] + torch.arange(
-            tiles.size[1], device=device)  # (P, t, h)
-        flat = (rows * width)[..., None] + x0[:, None, None, None] + torch.arange(tiles.size[2], device=device)
-        values = self._rows(grid, flat.flatten().to(torch.int32))
-        return values.view(len(mask), *tiles.size, self.clean.rows.shape[1]).permute(0, 4, 1, 2, 3)
+        index[k]."""
+        mask, t0, y0, x0 = tiles.index.to(torch.int32).unbind(1)
+        steps = [torch.arange(n, dtype=torch.int32, device=mask.device) for n in tiles.size]
+        kept = index.to(torch.int32)[(t0[:, None] + steps[0]).long()]  # (P, t)
+        y, x = y0[:, None] + steps[1], x0[:, None] + steps[2]
+        rows = self.rows_at(mask[:, None, None, None], kept[:, :, None, None], y[:, None, :, None],
+                            x[:, None, None, :], self.clean.zero_row)
+        return self.gather(rows).permute(0, 4, 1, 2, 3)
 
     def at(self, tiles: Tiles) -> torch.Tensor:
         """Values (U, C, t, h, w) on the computed tiles of other tiles of the same resolution (gathered unless they
         are its own)."""
         if tiles is self.tiles:
             return self.values
-        return self.run_windows(lambda x: x, tiles.computed, UNIT, 0.0, self.clean.shape)
+        return self.run_windows(lambda x: x, tiles.computed, UNIT, 0.0)
 
     def dense(self, first: int, stop: int) -> torch.Tensor:
         """Masks [first, stop) of the batch (b, C, T, H, W), channels-last: clean broadcast with their tiles pasted."""
-        grid = self.grid(((0, 0), (0, 0), (0, 0)), self.clean.zero_row, first, stop)
-        table = self.table()
-        rows = torch.index_select(table, 0, grid.view(-1), out=self.pool.take((grid.numel(), table.shape[1]),
-                                                                              table.dtype, table.device))
-        return rows.view(*grid.shape, table.shape[1]).permute(0, 4, 1, 2, 3)
-
-
-def _chunks(masks: torch.Tensor, tiles: int, spanned: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of rows of a mask-sorted tile list, each at most `tiles` rows spanning at most `spanned`
-    masks."""
-    bounds, start, count, masks = [], 0, len(masks), masks.contiguous()
-    while start < count:
-        limit = int(torch.searchsorted(masks, masks[start] + spanned))
-        stop = max(start + 1, min(start + tiles, limit, count))
-        bounds.append((start, stop))
-        start = stop
-    return bounds
+        device = self.values.device
+        frames, height, width = (torch.arange(extent, dtype=torch.int32, device=device) for extent in self.clean.shape)
+        rows = self.rows_at(torch.arange(first, stop, dtype=torch.int32, device=device).view(-1, 1, 1, 1),
+                            frames.view(1, -1, 1, 1),
+                            height.view(1, 1, -1, 1), width.view(1, 1, 1, -1), self.clean.zero_row)
+        return self.gather(rows).permute(0, 4, 1, 2, 3)
 
 
 def occluded_input(clip: torch.Tensor, fill: torch.Tensor, boxes: torch.Tensor, tiles: Tiles,
                    shape: tuple[int, int, int]) -> torch.Tensor:
     """Input tiles (P, C, t, h, w) of `torch.where(mask, fill, clip)` from clip and fill rows (T*H*W or 1, C); a
     tile element is masked when it lies in a box (B, G, T, 4) of its mask at its frame."""
-    positions = tile_positions(tiles, shape, per_mask=False)
+    positions = tile_positions(tiles, shape)
     fill = fill if fill.shape[0] == 1 else fill[positions]
     mask, t0, y0, x0 = tiles.index.unbind(1)
     frames, rows, cols = (start[:, None] + torch.arange(step, device=start.device)
