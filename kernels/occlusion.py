@@ -96,7 +96,7 @@ def _incremental_scores(score: Callable[[torch.Tensor], torch.Tensor], increment
     if not isinstance(score, ScoreFunction):
         raise TypeError(f"incremental occlusion needs a ScoreFunction (target and kind), got {type(score).__name__}")
     results = []
-    for _, plan in incremental.plans(tubes, index):
+    for _, plan in incremental.plans(tubes, index, batch_size):
         total = sum(target_scores(incremental.logits(plan, value, batch_size), score.target, score.kind)
                     for value in fill.draws)
         results.append(total / len(fill.draws))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -11,7 +12,7 @@ from aosa.kernels.incremental.buffers import BufferPool
 from aosa.kernels.incremental.geometry import Tiles
 from aosa.kernels.incremental.ops import LocalOp, trace
 from aosa.kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
-from aosa.kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planner
+from aosa.kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planned, Planner
 from aosa.kernels.incremental.prefix import Prefix, clean_pass, run_node
 from aosa.kernels.tubes import TubeSet
 
@@ -51,15 +52,23 @@ class IncrementalModel:
         """Share of the model's floating-point operations in its local prefix (what incremental runs can cut)."""
         return self.prefix.prefix_flops / max(self.prefix.total_flops, 1)
 
-    def plans(self, tubes: TubeSet, index: torch.Tensor) -> Iterator[tuple[torch.Tensor, Plan]]:
-        """(masks, plan) covering `index` in order, each plan as large as its patch memory allows."""
-        return self.planner.plans(tubes, index)
+    @property
+    def clip_bytes(self) -> int:
+        """Bytes of one clip's largest local activation: what one clip of a dense batch holds at its widest layer."""
+        return max(math.prod(shape) for shape in self.prefix.shapes.values()) * self.clip.element_size()
+
+    def plans(self, tubes: TubeSet, index: torch.Tensor, batch_size: int | None = None) -> Iterator[Planned]:
+        """(masks, plan) covering `index` in order, each plan as large as its patch memory allows: PLAN_BYTES, or
+        as much as a dense batch of `batch_size` clips would hold, whichever is more (one knob for both paths)."""
+        return self.planner.plans(tubes, index, (batch_size or 0) * self.clip_bytes)
 
     @torch.no_grad()
     def logits(self, plan: Plan, value: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Logits (B, classes) of the clip with each planned mask filled with `value` (broadcasts to the clip); the
         layers after the cut run dense `batch_size` masks at a time (all at once by default)."""
         prefix, acts = self.prefix, {}
+        batch_size = batch_size or plan.count
+        window_bytes = max(self.window_bytes, batch_size * self.clip_bytes)  # as much as a dense batch would hold
         value = value.to(self.clip.dtype)
         constant = value.dim() < 4 or value.shape[1:] == (1, 1, 1)
         fill = value.reshape(1, -1) if constant else to_rows(value.expand_as(self.clip))
@@ -71,8 +80,7 @@ class IncrementalModel:
             elif op.kind == "pointwise":
                 values = self._pointwise(op, acts)
             elif op.kind == "window":
-                values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad,
-                                                        self.window_bytes)
+                values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad, window_bytes)
             elif op.kind == "frames":
                 values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
             else:
@@ -80,7 +88,7 @@ class IncrementalModel:
             acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count, self.pool)
             for expired in self.expiry.get(position, ()):
                 del acts[expired]  # memory: clean activations plus the patches still to be read
-        return self._dense_rest(plan, acts, batch_size or plan.count)
+        return self._dense_rest(plan, acts, batch_size)
 
     @staticmethod
     def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:

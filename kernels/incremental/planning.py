@@ -30,6 +30,9 @@ class Plan:
     patch_bytes: int = 0  # patches of its largest incremental layer
 
 
+Planned = tuple[torch.Tensor, Plan]  # the numbers of a plan's masks, and the plan
+
+
 class Planner:
     """Plans batches of masks for one clip's traced prefix; geometry depends on boxes alone, planned on the CPU."""
 
@@ -42,14 +45,16 @@ class Planner:
         self.frames = {node: op.select(prefix.shapes[op.inputs[0]][1]) for node, op in prefix.ops.items()
                        if op.kind == "frames"}  # the input frames each frame-selecting node keeps
 
-    def plans(self, tubes: TubeSet, index: torch.Tensor) -> Iterator[tuple[torch.Tensor, Plan]]:
-        """(masks, plan) covering `index` in order: all in one plan where its patches fit in `plan_bytes`, else
-        split into as many equal plans as the overflow asks for (checked again, down to one mask a plan)."""
+    def plans(self, tubes: TubeSet, index: torch.Tensor, plan_bytes: int | None = None) -> Iterator[Planned]:
+        """(masks, plan) covering `index` in order: all in one plan where its patches fit in `plan_bytes` (default:
+        the planner's), else split into as many equal plans as the overflow asks for (checked again, down to one
+        mask a plan)."""
+        plan_bytes = max(plan_bytes or 0, self.plan_bytes)
         pending = [index]
         while pending:
             chunk = pending.pop(0)
             plan = self.plan(tubes, chunk)
-            parts = min(len(chunk), -(-plan.patch_bytes // self.plan_bytes))
+            parts = min(len(chunk), -(-plan.patch_bytes // plan_bytes))
             if parts > 1:
                 pending[:0] = list(chunk.tensor_split(parts))
                 continue
