@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 import psutil
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from aosa.engine.errors import ConfigError
 from aosa.engine.io.flow import compute_flow, resolve_method
@@ -50,6 +52,7 @@ from aosa.schemas.method_params import MethodParams
 SAMPLE_SECONDS = 0.002
 MIB = 2 ** 20
 DEFAULT_METHODS = "aosa,aosa-approx,osa"
+CONVOLUTIONS = ("aten::conv3d", "aten::convolution", "aten::_convolution", "aten::cudnn_convolution")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage after one warm-up (median)")
     parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default: {DEFAULT_METHODS})")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--operators", action="store_true",
+                        help="also count the torch operator calls (and CUDA kernels) of one incremental AOSA map at "
+                             "s=8 and s=4, batches as large as a plan: how the incremental path scales with masks")
     parser.add_argument("--masks", type=int, default=None,
                         help="score only this many of each occlusion map's masks, evenly spaced (full-size models)")
     add_method_options(parser)
@@ -320,6 +326,51 @@ def memory_metric(device: torch.device) -> str:
             "plus the scratch memory an occlusion method kept from its last map")
 
 
+def operator_counts(run: Callable[[], object], device: torch.device) -> dict[str, int]:
+    """What one call of `run` asks of torch: operator calls made from Python (outermost aten ops), convolutions
+    among them, and CUDA kernels launched (on a GPU the cost of many small operators is their launches)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiled:
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = profiled.events()
+    outermost = [event for event in events if event.device_type == DeviceType.CPU and event.name.startswith("aten::")
+                 and not (event.cpu_parent and event.cpu_parent.name.startswith("aten::"))]
+    return {"operators": len(outermost),
+            "convolutions": sum(event.name in CONVOLUTIONS for event in outermost),
+            "kernels": sum(event.device_type == DeviceType.CUDA for event in events)}
+
+
+def operator_table(model: LoadedModel, params: MethodParams, strides: Sequence[int] = (8, 4)) -> list[dict[str, Any]]:
+    """Operator counts of one incremental AOSA map at each stride, with dense batches as large as a plan (so the
+    count says how the incremental path scales with masks, not how many dense batches there are)."""
+    prep = model.preprocessing
+    video = synthetic_video(prep.frames, prep.height, prep.width)
+    clip, flow = normalized_clip(video, model), compute_flow(video, resolve_method(params.flow))
+    target = choose_target(model, clip, None, params.score)[0]
+    space = InputSpace(mean=prep.mean, std=prep.std)
+    rows = []
+    for stride in strides:
+        chosen = dataclasses.replace(params, stride=stride, incremental="on", batch_size=4096)
+        method = get_method("aosa")(model, chosen, space)
+        method.attribute(clip, target, flow)  # warm-up: pooled memory, lazily built tables
+        counts = operator_counts(partial(method.attribute, clip, target, flow), model.device)
+        with torch.no_grad():
+            local = incremental_for(model, clip, "on", model(clip.unsqueeze(0)))[0].prefix.ops
+        rows.append({"model": model.spec, "stride": stride, "masks": len(method.tubes(chosen, clip, flow)),
+                     "local_layers": sum(op.kind != "pointwise" for op in local.values()), **counts})
+    return rows
+
+
+def format_operator_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (model, stride): masks, operator calls, convolutions, CUDA kernels, local layers."""
+    lines = [f"{'model':<22} {'stride':>6} {'masks':>6} {'operators':>10} {'convs':>6} {'kernels':>8} {'local':>6}"]
+    lines += [f"{row['model']:<22} {row['stride']:>6} {row['masks']:>6} {row['operators']:>10} "
+              f"{row['convolutions']:>6} {row['kernels']:>8} {row['local_layers']:>6}" for row in rows]
+    return "\n".join(lines)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Header lines and one table row per stage: median seconds, forwards, ratio to its reference, peak MiB."""
     params = report["params"]
@@ -367,6 +418,9 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(model, params, [limited(cls, args.masks) for cls in methods], args.repeats)
     report["masks"], report["backend"] = args.masks, backend
     print(format_report(report))
+    if args.operators:
+        report["operators"] = operator_table(model, params)
+        print("\n" + format_operator_table(report["operators"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

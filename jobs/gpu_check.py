@@ -1,10 +1,16 @@
-"""`python -m aosa.jobs.gpu_check`: every GPU path in one run, as a table of what passed, with timings.
+"""`python -m aosa.jobs.gpu_check`: every GPU figure of the project in one run of about eight minutes or less.
 
-TensorRT compile and tolerance check, DALI GPU decode against PyAV, CUDA optical flow against the
-CPU (when the installed cv2 has CUDA), an `aosa evaluate` run with two model actors, and seconds per
-AOSA and AOSA-approx map (16x112x112, s=8) for r3d_18 and Hara's R3D-50 with each backend (eager fp32,
-eager TF32, TensorRT fp16). On a machine without a GPU every check reports `skipped` and the exit status
-is 0 (1 with --require-gpu).
+Sections print as they end, so a run cut off keeps what it printed; a section that would overrun `--budget`
+is skipped with a line saying so:
+  paths      DALI GPU decode against PyAV, CUDA optical flow against the CPU, TensorRT (skipped where missing)
+  per map    seconds of an exact AOSA map (r3d_18, s=8, 196 masks) per backend (fp32, TF32, bf16, fp16,
+             compile), dense and incremental, with the ratio to the same plain forward passes
+  operators  torch operator calls and CUDA kernels of one incremental map at s=8 and s=4
+  fidelity   each precision's maps against fp32 on the motion and appearance probes (`aosa precision`)
+  dataset    `aosa evaluate` of AOSA on r3d_18 over synthetic clips, several model actors sharing the GPU:
+             maps per second, the GPU's busy fraction (NVML), every stage's busy seconds, the run's device row
+On a machine without a GPU every section is skipped and the exit status is 0 (1 with --require-gpu); otherwise
+the exit status is the number of failed checks.
 """
 
 from __future__ import annotations
@@ -19,24 +25,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.datasets.synthetic import FRAMES, write_benchmark
 from aosa.engine.errors import AosaError
 from aosa.engine.io.flow import compute_flow, cuda_flow_available
 from aosa.engine.io.video import dali_unavailable, decode_frames
-from aosa.engine.models.backends import tensorrt_unavailable, use_backend
+from aosa.engine.models.backends import describe_device, tensorrt_unavailable, use_backend
 from aosa.engine.models.loading import load_model
-from aosa.jobs import evaluate
-from aosa.jobs.benchmark import run_benchmark
+from aosa.engine.runtime.gpu_usage import GpuBusy
+from aosa.jobs import evaluate, precision, query, report
+from aosa.jobs.benchmark import format_operator_table, operator_table, run_benchmark
 from aosa.jobs.common import run_guarded
-from aosa.kernels.methods import AOSA, AOSAApprox
+from aosa.kernels.methods import AOSA
 from aosa.schemas.method_params import MethodParams
 
-SPEED_MODELS = ("torchvision:r3d_18", "hara:r3d_50")
+DEVICE = "cuda"
+SPEED_MODEL = "torchvision:r3d_18"
+SPEED_BACKENDS = (("eager", 64), ("eager-tf32", 16), ("eager-tf32", 64), ("eager-tf32", 196), ("eager-bf16", 64),
+                  ("eager-fp16", 64), ("compile-tf32", 64), ("compile-bf16", 64))
+FIDELITY_BACKENDS = "eager-tf32,eager-bf16,eager-fp16"
+FIDELITY_CLIPS, DATASET_CLIPS = 50, 200
+DATASET_BACKEND, DATASET_DECODE_ACTORS = "eager-tf32", 6
 Result = tuple[str, str, str]  # status, seconds, detail
 
 
 class Skipped(Exception):
     """A check that cannot run on this machine (a library or a CUDA build missing); its message says why."""
+
+
+class Deadline:
+    """The run's time budget: sections ask whether their estimate still fits."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def fits(self, seconds: float) -> bool:
+        return time.monotonic() + seconds <= self.end
 
 
 def timed(check: Callable[[], str]) -> Result:
@@ -47,24 +70,12 @@ def timed(check: Callable[[], str]) -> Result:
     except Skipped as skip:
         return "skipped", "-", str(skip)
     except Exception as exc:  # a check's failure is a row of the table, not the end of the run
-        return failed(exc, f"{time.perf_counter() - began:.2f}")
+        return "FAIL", f"{time.perf_counter() - began:.2f}", str(exc).strip().splitlines()[0][:160]
     return "ok", f"{time.perf_counter() - began:.2f}", detail
 
 
-def failed(exc: Exception, seconds: str = "-") -> Result:
-    """A FAIL row with the error's first line."""
-    return "FAIL", seconds, str(exc).strip().splitlines()[0][:160]
-
-
-def check_tensorrt(spec: str, cache: Path) -> str:
-    model = load_model(spec, "cuda")
-    if use_backend(model, "tensorrt", 16, cache) != "tensorrt":
-        raise AosaError("TensorRT was not used")
-    return "compiled, within tolerance of eager (engine cached)"
-
-
 def check_dali(folder: Path) -> str:
-    if reason := dali_unavailable():
+    if reason := dali_unavailable() or (None if torch.cuda.is_available() else "needs a CUDA device"):
         raise Skipped(reason)
     manifest = write_benchmark(folder / "decode", videos=2, seed=0, codec="libx264")
     video = next((manifest.parent / "videos").iterdir())
@@ -79,63 +90,100 @@ def check_dali(folder: Path) -> str:
 def check_cuda_flow(folder: Path) -> str:
     if not cuda_flow_available():
         raise Skipped("the installed cv2 has no CUDA")
-    manifest = write_benchmark(folder / "flow", videos=1, seed=2)
-    frames = decode_frames(next((manifest.parent / "videos").iterdir()), 0, 16, backend="pyav")
+    manifest = write_benchmark(folder / "flow", videos=1, seed=2, codec=FRAMES)
+    frames = decode_frames(next((manifest.parent / "videos").iterdir()), 0, 16)
     difference = (compute_flow(frames, "farneback-cuda") - compute_flow(frames, "farneback")).abs().median()
     return f"median |CUDA - CPU| flow = {float(difference):.3f} px"
 
 
-def check_evaluate(folder: Path) -> str:
-    manifest = write_benchmark(folder / "eval", videos=4, seed=1, codec="libx264")
-    code = evaluate.main(["--manifest", str(manifest), "--model", "probe", "--methods", "aosa,aosa-approx",
-                          "--store", str(folder / "store"), "--model-actors", "2", "--device", "cuda"])
-    if code != 0:
+def check_tensorrt(cache: Path) -> str:
+    if reason := tensorrt_unavailable(torch.device("cuda")):
+        raise Skipped(reason)
+    model = load_model(SPEED_MODEL, DEVICE)
+    if use_backend(model, "tensorrt", 16, cache) != "tensorrt":
+        raise AosaError("TensorRT was not used")
+    return "compiled, within tolerance of eager (engine cached)"
+
+
+def per_map(backend: str, batch_size: int, cache: Path) -> str:
+    """Seconds of one exact AOSA map (median of 3) dense and incremental, each over its plain forward passes."""
+    model = load_model(SPEED_MODEL, DEVICE)
+    use_backend(model, backend, batch_size, cache)
+    stages = run_benchmark(model, MethodParams(batch_size=batch_size), [AOSA], repeats=3)["stages"]
+    passes = stages["aosa:forwards"]["seconds"]
+    parts = [f"passes {passes:.4f} s"] + [f"{path} {stages[f'aosa:{path}']['seconds']:.4f} s "
+                                          f"({stages[f'aosa:{path}']['ratio']:.2f}x passes, "
+                                          f"{stages[f'aosa:{path}']['peak_mib']:.0f} MiB)"
+                                          for path in ("dense", "incremental") if f"aosa:{path}" in stages]
+    if "aosa:incremental" not in stages:
+        parts.append("incremental: not exact in this precision (dense only)")
+    return "; ".join(parts)
+
+
+def operators() -> str:
+    """Operator calls and CUDA kernels of one incremental AOSA map at s=8 and s=4, probe and r3d_18."""
+    rows = [row for spec in ("probe", SPEED_MODEL)
+            for row in operator_table(load_model(spec, DEVICE), MethodParams(), strides=(8, 4))]
+    print(format_operator_table(rows), flush=True)
+    return "table above"
+
+
+def fidelity(folder: Path, out: Path | None) -> str:
+    """`aosa precision` on FIDELITY_CLIPS clips of each probe task (frame directories: no FFmpeg needed)."""
+    for task in ("motion", "appearance"):
+        manifest = write_benchmark(folder / f"fidelity-{task}", FIDELITY_CLIPS, seed=11, codec=FRAMES, task=task)
+        json_out = ["--json", str(out / f"precision-{task}.json")] if out else []
+        code = precision.main(["--manifest", str(manifest), "--model", f"probe:{task}", "--backends",
+                               FIDELITY_BACKENDS, "--limit", str(FIDELITY_CLIPS), "--device", DEVICE, *json_out])
+        if code:
+            raise AosaError(f"aosa precision exited with {code} on the {task} probe")
+    return "tables above"
+
+
+def dataset(folder: Path, model_actors: int) -> str:
+    """AOSA on r3d_18 (TF32) over DATASET_CLIPS synthetic clips, metrics included, GPU utilization sampled."""
+    manifest = write_benchmark(folder / "dataset", DATASET_CLIPS, seed=5, codec=FRAMES)
+    store = folder / "store"
+    argv = ["--manifest", str(manifest), "--model", SPEED_MODEL, "--methods", "aosa", "--store", str(store),
+            "--run-id", "gpu-dataset", "--device", DEVICE, "--backend", DATASET_BACKEND, "--batch-size", "64",
+            "--metric-batch-size", "29", "--model-actors", str(model_actors), "--decode-actors", str(DATASET_DECODE_ACTORS),
+            "--max-in-flight", str(8 * model_actors)]
+    began = time.perf_counter()
+    with GpuBusy() as busy:
+        code = evaluate.main(argv)
+    seconds = time.perf_counter() - began
+    if code:
         raise AosaError(f"aosa evaluate exited with {code}")
-    return "4 clips x 2 methods stored, 2 model actors on the GPU"
-
-
-def speed_rows(spec: str, backend: str, cache: Path) -> list[tuple[str, Result]]:
-    """Seconds per map and overhead ratios of AOSA and AOSA-approx, s=8, one model and backend."""
-    model = load_model(spec, "cuda")
-    use_backend(model, backend, 16, cache)
-    report = run_benchmark(model, MethodParams(), [AOSA, AOSAApprox], repeats=3)
-    speedup = report["speedups"].get("aosa")
-    incremental = {"aosa": f"; dense / incremental seconds {speedup:.2f}" if speedup else ""}
-    return [(f"{spec} {backend} {name}", ("ok", f"{report['stages'][name]['seconds']:.3f}",
-                                          f"s/map; ratio to its plain passes {report['ratios'][name]:.3f}"
-                                          + incremental.get(name, "")))
-            for name in ("aosa", "aosa-approx")]
+    report.main(["--store", str(store), "--run-id", "gpu-dataset", "--table", "stages"])
+    query.main(["--store", str(store), "SELECT run_id, status, device FROM runs"])
+    gpus = ", ".join(f"{gpu.name} busy {gpu.busy:.0%} of {len(gpu.percents)} samples" for gpu in busy.gpus)
+    return (f"{DATASET_CLIPS} units in {seconds:.1f} s = {DATASET_CLIPS / seconds:.2f} units/s (Ray start and "
+            f"model loading included), {model_actors} model actors sharing the GPU; {gpus}")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not torch.cuda.is_available():
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: every GPU check skipped")
         return 1 if args.require_gpu else 0
-    cache = Path(args.engine_cache)
-    failures = 0
+    deadline, cache, failures = Deadline(args.budget), Path(args.engine_cache), 0
+    print(f"{describe_device(torch.device(DEVICE))}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
 
-    def report(name: str, result: Result) -> None:  # printed as each check ends, so a cut-off run keeps its rows
+    def report_row(name: str, estimate: float, check: Callable[[], str]) -> None:
         nonlocal failures
-        status, seconds, detail = result
+        status, seconds, detail = timed(check) if deadline.fits(estimate) else ("skipped", "-", "out of --budget")
         failures += status == "FAIL"
-        print(f"{name:<40}  {status:<7} {seconds:>8}  {detail}", flush=True)
+        print(f"{name:<34}  {status:<7} {seconds:>8}  {detail}", flush=True)
 
-    print(f"{'check':<40}  {'status':<7} {'seconds':>8}  detail")
     with tempfile.TemporaryDirectory(prefix="aosa-gpu-") as temp:
         folder = Path(temp)
-        report("DALI GPU decode", timed(lambda: check_dali(folder)))
-        report("CUDA optical flow", timed(lambda: check_cuda_flow(folder)))
-        report("evaluate, 2 actors", timed(lambda: check_evaluate(folder)))
-        trt_reason = tensorrt_unavailable(torch.device("cuda"))
-        for spec in SPEED_MODELS:
-            report(f"TensorRT {spec}", ("skipped", "-", trt_reason) if trt_reason
-                   else timed(lambda spec=spec: check_tensorrt(spec, cache)))
-            for backend in ("eager", "eager-tf32") + (() if trt_reason else ("tensorrt",)):
-                try:
-                    for row in speed_rows(spec, backend, cache):
-                        report(*row)
-                except Exception as exc:  # one model's failure is a row, the other models still run
-                    report(f"{spec} {backend}", failed(exc))
+        report_row("DALI GPU decode", 10, lambda: check_dali(folder))
+        report_row("CUDA optical flow", 10, lambda: check_cuda_flow(folder))
+        report_row("TensorRT", 60, lambda: check_tensorrt(cache))
+        report_row("dataset run", 90, lambda: dataset(folder, args.model_actors))
+        for backend, batch_size in SPEED_BACKENDS:
+            report_row(f"map {backend} b={batch_size}", 45, lambda b=backend, n=batch_size: per_map(b, n, cache))
+        report_row("operator counts", 40, operators)
+        report_row("fidelity", 90, lambda: fidelity(folder, args.out))
     return failures
 
 
@@ -144,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--require-gpu", action="store_true", help="exit 1 when there is no CUDA device")
     parser.add_argument("--engine-cache", default=str(Path.home() / ".cache" / "aosa" / "engines"))
+    parser.add_argument("--budget", type=float, default=450, help="seconds; sections that would overrun are skipped")
+    parser.add_argument("--model-actors", type=int, default=4, help="model actors sharing the GPU in the dataset run")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the fidelity JSON files")
     return run_guarded("gpu_check", run, parser, argv)
 
 

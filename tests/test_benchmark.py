@@ -63,3 +63,16 @@ def test_benchmark_can_score_a_subset_of_masks(tmp_path):
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["masks"] == 5 and report["stages"]["osa:dense"]["n_forward"] == 5 + 1
+
+
+def test_operator_calls_of_an_incremental_map_do_not_grow_with_its_masks(tmp_path, capsys):
+    """Issue 23: with batches as large as a plan, the incremental path's operator calls are the same within 10% for
+    4x the masks (they grew 2.5x when layers were gathered a few masks at a time)."""
+    out = tmp_path / "bench.json"
+    assert main(["--model", "probe", "--device", "cpu", "--repeats", "1", "--methods", "aosa", "--stride", "32",
+                 "--operators", "--json", str(out)]) == 0
+    rows = {row["stride"]: row for row in json.loads(out.read_text())["operators"]}
+    assert rows[8]["masks"] == 196 and rows[4]["masks"] == 784
+    assert abs(rows[4]["operators"] - rows[8]["operators"]) <= 0.1 * rows[8]["operators"]
+    assert rows[4]["convolutions"] == rows[8]["convolutions"] and rows[8]["kernels"] == 0  # no CUDA here
+    assert "operators" in capsys.readouterr().out

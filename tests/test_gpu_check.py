@@ -1,0 +1,37 @@
+"""gpu_check rehearsed on the CPU: every section of the one GPU script runs end to end at a small size, so the
+device's few minutes are not spent finding its bugs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aosa.jobs import gpu_check
+
+
+class FakeBusy:
+    """GpuBusy's shape without NVML (there is no GPU here)."""
+
+    gpus: list = []
+
+    def __enter__(self) -> FakeBusy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.slow
+def test_every_section_runs_on_the_cpu(ray_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in {"DEVICE": "cpu", "SPEED_MODEL": "probe", "SPEED_BACKENDS": (("eager", 16), ("eager-bf16", 16)),
+                        "FIDELITY_CLIPS": 2, "FIDELITY_BACKENDS": "eager-bf16", "DATASET_CLIPS": 3,
+                        "DATASET_BACKEND": "eager", "DATASET_DECODE_ACTORS": 1, "GpuBusy": FakeBusy}.items():
+        monkeypatch.setattr(gpu_check, name, value)
+    failures = gpu_check.main(["--budget", "900", "--model-actors", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert failures == 0, out
+    for row in ("dataset run", "map eager b=16", "map eager-bf16 b=16", "operator counts", "fidelity"):
+        assert any(line.startswith(row) and " ok " in line for line in out.splitlines()), (row, out)
+    assert "3 units in" in out and (tmp_path / "precision-appearance.json").is_file()
