@@ -1,7 +1,10 @@
 """Peak memory of a command's process tree: `python -m tests.peak_rss CMD ARG...` runs CMD and prints one line
 `RESULT {json}` with its exit code and stderr, and in MiB: `largest_peak_mib`, the largest peak RSS of any
 process of the tree (getrusage of this harness's waited-for descendants), `tree_mib`, the tree's total RSS
-sampled every 10 ms, and `descendants_peak_mib`, the largest peak RSS (VmHWM, sampled) of CMD's descendants."""
+sampled every 10 ms, and `descendants_peak_mib`, the largest peak RSS (VmHWM, sampled) of CMD's descendants.
+
+A child forked but not yet exec'd still runs in its parent's memory (its RSS and VmHWM are the parent's, and
+getrusage keeps that peak), so the samples skip a descendant whose command line is still its parent's."""
 
 from __future__ import annotations
 
@@ -26,9 +29,21 @@ def high_water_mark(pid: int) -> int:
     return int(found.group(1)) * 1024 if found else 0
 
 
+def exec_descendants(root: psutil.Process) -> list[psutil.Process]:
+    """`root`'s descendants that run a program of their own (see above)."""
+    command, found = root.cmdline(), []
+    for child in root.children(recursive=True):
+        try:
+            if child.cmdline() != command:
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
 def sample(root: psutil.Process, peaks: dict[str, int]) -> None:
     """Fold the tree's current total RSS and its descendants' peaks into `peaks`."""
-    members = [root, *root.children(recursive=True)]
+    members = [root, *exec_descendants(root)]
     total = 0
     for member in members:
         try:

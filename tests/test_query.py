@@ -19,7 +19,7 @@ import pytest
 
 from aosa.engine.datasets.manifests import write_manifest
 from aosa.engine.store.generations import visible_files
-from aosa.engine.store.query import run_query
+from aosa.engine.store.query import CHILD_ENV, run_query
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import QueryError, QueryLimits
 from aosa.engine.store.writer import RunWriter
@@ -279,6 +279,15 @@ def test_a_query_past_its_memory_limit_is_one_line_and_its_processes_stay_small(
     assert result["stderr"].startswith("aosa query: error: the query needed more than --memory-limit 200MB")
     assert result["largest_peak_mib"] < 1536 and result["tree_mib"] < 1536, result
     assert result["descendants_peak_mib"] < 512, result  # the query's process: near its idle size + 200MB
+
+
+def test_arrow_allocations_count_against_the_cap():
+    """pyarrow's default pool (mimalloc) reserves 1 GiB up front, which a cap on the data segment cannot see; the
+    query's process runs with the system pool, so an Arrow buffer past the cap fails."""
+    code = ("import pyarrow as pa, pyarrow.dataset; from aosa.engine.store.query import cap_memory; "
+            "cap_memory(200 * 10**6); pa.allocate_buffer(600 * 10**6)")
+    result = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "MemoryError" in result.stderr
 
 
 def test_the_row_cap_counts_bytes_too(store_dir, capsys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import re
 import resource
 import signal
@@ -36,6 +37,9 @@ Render = Callable[[list[str], list[tuple]], Any]
 Connection = multiprocessing.connection.Connection
 START_SECONDS = 60.0  # the child's start (imports, the store's file list) comes on top of the first timeout
 GRACE_SECONDS = 5.0   # past a timeout, the child's own interrupt of DuckDB has this long to report it
+# pyarrow's default pool, mimalloc, reserves a 1 GiB arena when pyarrow.dataset loads: counted in the child's
+# baseline, it would let Arrow's allocations pass the cap unseen; malloc's grow the data segment as they are used
+CHILD_ENV = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 class Store(Protocol):
@@ -52,7 +56,7 @@ def run_query(store: Store, sql: str, limits: QueryLimits = QueryLimits(), rende
     ours, theirs = multiprocessing.Pipe()
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=CHILD_ENV)
         theirs.close()
         try:
             with contextlib.suppress(OSError):  # a child that died at once is reported by `answers`
