@@ -205,6 +205,8 @@ def use_backend(model: LoadedModel, backend: str, batch_size: int, cache_dir: Pa
     parsed = Backend.parse(chosen)
     if model.device.type == "cuda":
         set_tf32(parsed.precision == "tf32")
+        if model.batch_format == torch.channels_last_3d:  # weights in the batches' layout: no reorder per call
+            model.module.to(memory_format=torch.channels_last_3d)
     model.precision = parsed.module_precision
     if parsed.runner == "tensorrt":
         model.compiled = compile_tensorrt(model.module, model.preprocessing, batch_size, cache_dir)

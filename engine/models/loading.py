@@ -68,10 +68,10 @@ class LoadedModel:
 
     @property
     def batch_format(self) -> torch.memory_format:
-        """The layout to build batches in: channels-last for a zoo 3D CNN run eagerly on a CPU (oneDNN's conv3d
-        then needs no reorder: jobs.benchmark's probe passes ran 32% faster, r3d_18's 13%); contiguous elsewhere
-        (on GPUs and compiled engines it was not measured)."""
-        fast = self.channels_last and self.device.type == "cpu" and self.compiled is None
+        """The layout to build batches in: channels-last for a zoo 3D CNN run eagerly (oneDNN's conv3d then needs no
+        reorder: jobs.benchmark's probe passes ran 32% faster on a CPU, r3d_18's 13%; cuDNN's tensor-core
+        convolutions read NDHWC, and use_backend lays the weights out so on a GPU); contiguous for compiled engines."""
+        fast = self.channels_last and self.compiled is None
         return torch.channels_last_3d if fast else torch.contiguous_format
 
     @property
