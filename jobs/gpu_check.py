@@ -106,12 +106,14 @@ def check_tensorrt(cache: Path) -> str:
 
 
 def per_map(backend: str, batch_size: int, cache: Path) -> str:
-    """Seconds of one exact AOSA map (median of 3) dense and incremental, each over its plain forward passes."""
+    """Seconds of one exact AOSA map (median of 3) dense and incremental, each over its plain forward passes (fed:
+    the same passes on batches in the dense path's layout, where that is not contiguous)."""
     model = load_model(SPEED_MODEL, DEVICE)
     use_backend(model, backend, batch_size, cache)
     stages = run_benchmark(model, MethodParams(batch_size=batch_size), [AOSA], repeats=3)["stages"]
     passes = stages["aosa:forwards"]["seconds"]
-    parts = [f"passes {passes:.4f} s"] + [f"{path} {stages[f'aosa:{path}']['seconds']:.4f} s "
+    fed = f" (fed {stages['aosa:forwards:fed']['seconds']:.4f} s)" if "aosa:forwards:fed" in stages else ""
+    parts = [f"passes {passes:.4f} s{fed}"] + [f"{path} {stages[f'aosa:{path}']['seconds']:.4f} s "
                                           f"({stages[f'aosa:{path}']['ratio']:.2f}x passes, "
                                           f"{stages[f'aosa:{path}']['peak_mib']:.0f} MiB)"
                                           for path in ("dense", "incremental") if f"aosa:{path}" in stages]
@@ -142,20 +144,22 @@ def fidelity(folder: Path, out: Path | None) -> str:
 
 def dataset(folder: Path, model_actors: int) -> str:
     """AOSA on r3d_18 (TF32) over DATASET_CLIPS synthetic clips, metrics included, GPU utilization sampled."""
-    manifest = write_benchmark(folder / "dataset", DATASET_CLIPS, seed=5, codec=FRAMES)
-    store = folder / "store"
+    manifest = folder / "dataset" / "manifest.csv"
+    if not manifest.exists():
+        write_benchmark(manifest.parent, DATASET_CLIPS, seed=5, codec=FRAMES)
+    store, run_id = folder / "store", f"gpu-dataset-{model_actors}"
     argv = ["--manifest", str(manifest), "--model", SPEED_MODEL, "--methods", "aosa", "--store", str(store),
-            "--run-id", "gpu-dataset", "--device", DEVICE, "--backend", DATASET_BACKEND, "--batch-size", "64",
-            "--metric-batch-size", "29", "--model-actors", str(model_actors), "--decode-actors", str(DATASET_DECODE_ACTORS),
-            "--max-in-flight", str(8 * model_actors)]
+            "--run-id", run_id, "--device", DEVICE, "--backend", DATASET_BACKEND, "--batch-size", "64",
+            "--metric-batch-size", "29", "--model-actors", str(model_actors), "--decode-actors",
+            str(DATASET_DECODE_ACTORS), "--max-in-flight", str(8 * model_actors)]
     began = time.perf_counter()
     with GpuBusy() as busy:
         code = evaluate.main(argv)
     seconds = time.perf_counter() - began
     if code:
         raise AosaError(f"aosa evaluate exited with {code}")
-    report.main(["--store", str(store), "--run-id", "gpu-dataset", "--table", "stages"])
-    query.main(["--store", str(store), "SELECT run_id, status, device FROM runs"])
+    report.main(["--store", str(store), "--run-id", run_id, "--table", "stages"])
+    query.main(["--store", str(store), f"SELECT run_id, status, device FROM runs WHERE run_id = '{run_id}'"])
     gpus = ", ".join(f"{gpu.name} busy {gpu.busy:.0%} of {len(gpu.percents)} samples" for gpu in busy.gpus)
     return (f"{DATASET_CLIPS} units in {seconds:.1f} s = {DATASET_CLIPS / seconds:.2f} units/s (Ray start and "
             f"model loading included), {model_actors} model actors sharing the GPU; {gpus}")
@@ -179,13 +183,18 @@ def run(args: argparse.Namespace) -> int:
         report_row("DALI GPU decode", 10, lambda: check_dali(folder))
         report_row("CUDA optical flow", 10, lambda: check_cuda_flow(folder))
         report_row("TensorRT", 60, lambda: check_tensorrt(cache))
-        report_row("dataset run", 90, lambda: dataset(folder, args.model_actors))
-        eager = [(backend, size) for backend, size in SPEED_BACKENDS if not backend.startswith("compile")]
-        for backend, batch_size in eager:
+        sections = set(args.sections.split(","))
+        for actors in map(int, args.model_actors.split(",")) if "dataset" in sections else ():
+            report_row(f"dataset run, {actors} actors", 90, lambda n=actors: dataset(folder, n))
+        maps = [(name, int(size)) for name, _, size in (entry.partition(":") for entry in args.maps.split(","))]
+        eager = [(backend, size) for backend, size in maps if not backend.startswith("compile")]
+        for backend, batch_size in eager if "maps" in sections else ():
             report_row(f"map {backend} b={batch_size}", 30, lambda b=backend, n=batch_size: per_map(b, n, cache))
-        report_row("fidelity", 90, lambda: fidelity(folder, args.out))
-        report_row("operator counts", 40, operators)
-        for backend, batch_size in [entry for entry in SPEED_BACKENDS if entry not in eager]:  # compiling takes long
+        if "fidelity" in sections:
+            report_row("fidelity", 90, lambda: fidelity(folder, args.out))
+        if "operators" in sections:
+            report_row("operator counts", 40, operators)
+        for backend, batch_size in [entry for entry in maps if entry not in eager] if "maps" in sections else ():
             report_row(f"map {backend} b={batch_size}", 90, lambda b=backend, n=batch_size: per_map(b, n, cache))
     return failures
 
@@ -196,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--require-gpu", action="store_true", help="exit 1 when there is no CUDA device")
     parser.add_argument("--engine-cache", default=str(Path.home() / ".cache" / "aosa" / "engines"))
     parser.add_argument("--budget", type=float, default=450, help="seconds; sections that would overrun are skipped")
-    parser.add_argument("--model-actors", type=int, default=4, help="model actors sharing the GPU in the dataset run")
+    parser.add_argument("--model-actors", default="2,4",
+                        help="model actors sharing the GPU in the dataset run; one run per entry")
+    parser.add_argument("--sections", default="dataset,maps,fidelity,operators", help="which sections to run")
+    parser.add_argument("--maps", default=",".join(f"{backend}:{size}" for backend, size in SPEED_BACKENDS),
+                        help="BACKEND:BATCH entries of the per-map table")
     parser.add_argument("--out", type=Path, default=None, help="folder for the fidelity JSON files")
     return run_guarded("gpu_check", run, parser, argv)
 

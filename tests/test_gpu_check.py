@@ -25,13 +25,14 @@ class FakeBusy:
 @pytest.mark.slow
 def test_every_section_runs_on_the_cpu(ray_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    for name, value in {"DEVICE": "cpu", "SPEED_MODEL": "probe", "SPEED_BACKENDS": (("eager", 16), ("eager-bf16", 16)),
-                        "FIDELITY_CLIPS": 2, "FIDELITY_BACKENDS": "eager-bf16", "DATASET_CLIPS": 3,
+    for name, value in {"DEVICE": "cpu", "SPEED_MODEL": "probe", "FIDELITY_CLIPS": 2, "FIDELITY_BACKENDS": "eager-bf16", "DATASET_CLIPS": 3,
                         "DATASET_BACKEND": "eager", "DATASET_DECODE_ACTORS": 1, "GpuBusy": FakeBusy}.items():
         monkeypatch.setattr(gpu_check, name, value)
-    failures = gpu_check.main(["--budget", "900", "--model-actors", "1", "--out", str(tmp_path)])
+    failures = gpu_check.main(["--budget", "900", "--model-actors", "1,2", "--maps", "eager:16,eager-bf16:16",
+                               "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert failures == 0, out
-    for row in ("dataset run", "map eager b=16", "map eager-bf16 b=16", "operator counts", "fidelity"):
+    for row in ("dataset run, 1 actors", "dataset run, 2 actors", "map eager b=16", "map eager-bf16 b=16",
+                "operator counts", "fidelity"):
         assert any(line.startswith(row) and " ok " in line for line in out.splitlines()), (row, out)
     assert "3 units in" in out and (tmp_path / "precision-appearance.json").is_file()

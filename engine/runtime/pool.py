@@ -5,8 +5,8 @@ handed out (model actors to the least busy, decode actors in turn) and stopped. 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Generic, TypeVar
 
 import ray
@@ -21,17 +21,19 @@ Actor = TypeVar("Actor")
 
 
 class LeastBusy(Generic[Actor]):
-    """Hands out the actor with the fewest calls in flight, ties in turn. Round robin would couple actors to a
-    fixed pattern of calls: with a clean forward and one map per video, every map went to the same actor."""
+    """Hands out the actor with the fewest calls in flight, ties in turn, among all actors or a subset. Round robin
+    would couple actors to a fixed pattern of calls: with a clean forward and one map per video, every map went to
+    the same actor."""
 
     def __init__(self, actors: list[Actor]) -> None:
         self.actors, self.in_flight, self.turn = actors, [0] * len(actors), 0
 
     @contextmanager
-    def take(self) -> Iterator[Actor]:
-        """An actor, counted busy until the `with` block ends (await the call inside it)."""
+    def take(self, among: Sequence[int] | None = None) -> Iterator[Actor]:
+        """An actor (of the indices `among`, default all), counted busy until the `with` block ends (await the call
+        inside it)."""
         order = [(self.turn + step) % len(self.actors) for step in range(len(self.actors))]
-        index = min(order, key=self.in_flight.__getitem__)
+        index = min((i for i in order if among is None or i in among), key=self.in_flight.__getitem__)
         self.turn, self.in_flight[index] = (index + 1) % len(self.actors), self.in_flight[index] + 1
         try:
             yield self.actors[index]
@@ -57,6 +59,7 @@ class ActorPool:
             self.describe["preprocessing"], config.decoder, config.start, config.decode_device)
             for _ in range(config.decode_actors)]
         self._models = LeastBusy(self.models)
+        self._places = self._group_by_place()
         self._next_preparer = itertools.cycle(self.preparers)
 
     def _await_models(self) -> dict[str, Any]:
@@ -87,6 +90,21 @@ class ActorPool:
             self.close()
             raise ConfigError("--decode-device cuda: the Ray cluster has no GPUs")
         return {"num_gpus": DECODE_GPU_SHARE}
+
+    def _group_by_place(self) -> list[list[int]]:
+        """Model actors grouped by where their passes run (a GPU, or a CPU actor's own cores)."""
+        places: dict[str, list[int]] = {}
+        for index, place in enumerate(ray.get([actor.placement.remote() for actor in self.models])):
+            places.setdefault(place, []).append(index)
+        return list(places.values())
+
+    @contextmanager
+    def shard_actors(self) -> Iterator[list[ray.actor.ActorHandle]]:
+        """The least busy model actor of each place, busy until the block ends: a map's shards go one to each GPU
+        (actors that share one run their calls one after another on it, so splitting a map among them only adds
+        per-call work) and one to each CPU actor."""
+        with ExitStack() as stack:
+            yield [stack.enter_context(self._models.take(place)) for place in self._places]
 
     def model(self) -> AbstractContextManager[ray.actor.ActorHandle]:
         """The least busy model actor, for a call awaited inside the `with` block."""

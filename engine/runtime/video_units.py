@@ -120,7 +120,7 @@ class VideoUnits:
 
 def shards(count: int, parts: int) -> list[slice]:
     """`count` items (a map's masks, its curves' points) in at most `parts` contiguous, non-empty slices of sizes
-    differing by at most one: one shard per model actor."""
+    differing by at most one: one shard per place (pool.shard_actors)."""
     bounds = [count * part // parts for part in range(parts + 1)]
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
 
@@ -128,24 +128,24 @@ def shards(count: int, parts: int) -> list[slice]:
 async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: type[OcclusionMethod],
                       prepared: PreparedVideo, clip_ref: ray.ObjectRef, logits: torch.Tensor, target: int,
                       flow: torch.Tensor | None) -> ModelResult:
-    """One occlusion map, its masks split into one contiguous shard per model actor, the score drops aggregated
-    here. Busy seconds add the driver's tubes and aggregation to every shard's: the map's cost on one device."""
+    """One occlusion map, its masks split into one contiguous shard per place (GPU, or CPU actor), the score drops
+    aggregated here. Busy seconds add the driver's tubes and aggregation to every shard's: the map's cost on one device."""
     began = time.perf_counter()
     tubes = method.tubes(params, torch.empty(prepared.shape, device="meta"), flow)  # tubes need only the shape
     tube_seconds = time.perf_counter() - began
     tubes_ref = ray.put(tubes)
-    models = pool.models
     index = torch.arange(len(tubes))
     driver = time.perf_counter() - began
 
-    def scored(how: MethodParams) -> asyncio.Future[list[ModelResult]]:
+    def scored(how: MethodParams, models: list[ray.actor.ActorHandle]) -> asyncio.Future[list[ModelResult]]:
         """Every shard's scores under `how`."""
         return asyncio.gather(*(
             actor.occlusion_scores.remote(name, how, clip_ref, target, tubes_ref, index[shard], logits)
             for actor, shard in zip(models, shards(len(tubes), len(models)))))
-    rounds = [await scored(params)]
-    if any(result.inference.mismatch for result in rounds[0]):  # a shard's check failed: every shard goes dense
-        rounds.append(await scored(dataclasses.replace(params, incremental="off")))
+    with pool.shard_actors() as models:
+        rounds = [await scored(params, models)]
+        if any(result.inference.mismatch for result in rounds[0]):  # a shard's check failed: every shard goes dense
+            rounds.append(await scored(dataclasses.replace(params, incremental="off"), models))
     results = [result for done in rounds for result in done]
     began = time.perf_counter()
     scores = torch.cat([result.value for result in rounds[-1]])
@@ -161,13 +161,14 @@ async def sharded_map(pool: ActorPool, name: str, params: MethodParams, method: 
 async def sharded_faithfulness(pool: ActorPool, clip_ref: ray.ObjectRef, saliency: torch.Tensor, target: int,
                                batch_size: int, steps: int = STEPS) -> ModelResult:
     """Deletion and insertion of a map with their 2 x (steps + 1) points split into one contiguous shard per
-    model actor, like the map's masks; the value is the Faithfulness, clips and seconds summed over shards."""
+    place, like the map's masks; the value is the Faithfulness, clips and seconds summed over shards."""
     points = [(curve, point) for curve in CURVES for point in range(steps + 1)]
-    parts = [[(curve, [point for name, point in points[shard] if name == curve]) for curve in CURVES
-              if any(name == curve for name, _ in points[shard])] for shard in shards(len(points), len(pool.models))]
-    results: list[ModelResult] = await asyncio.gather(*(
-        actor.curve_points.remote(clip_ref, saliency, target, part, batch_size)
-        for actor, part in zip(pool.models, parts)))
+    with pool.shard_actors() as models:
+        parts = [[(curve, [point for name, point in points[shard] if name == curve]) for curve in CURVES
+                  if any(name == curve for name, _ in points[shard])] for shard in shards(len(points), len(models))]
+        results: list[ModelResult] = await asyncio.gather(*(
+            actor.curve_points.remote(clip_ref, saliency, target, part, batch_size)
+            for actor, part in zip(models, parts)))
     pieces: dict[str, list[torch.Tensor]] = {curve: [] for curve in CURVES}
     for part, result in zip(parts, results):
         for (curve, _), scores in zip(part, result.value):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import ray
 import torch
 
 from aosa.engine.errors import AosaError
@@ -164,6 +165,14 @@ class ModelWorker:
         """Preprocessing, class count and device, for the scheduler."""
         return {"preprocessing": self.model.preprocessing, "num_classes": self.model.num_classes,
                 "device": describe_device(self.model.device), "backend": self.backend}
+
+    def placement(self) -> str:
+        """Where this worker's passes run: its node and GPUs (workers sharing a GPU share the place), or, on a CPU,
+        a place of its own (its own cores)."""
+        context = ray.get_runtime_context()
+        if self.model.device.type == "cuda":
+            return f"{context.get_node_id()}/gpu:{','.join(map(str, ray.get_gpu_ids()))}"
+        return f"{context.get_node_id()}/actor:{context.get_actor_id()}"
 
     def _run(self, work) -> ModelResult:
         began = time.perf_counter()
