@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
+import torch
 from tqdm import tqdm
 
 from aosa.engine.errors import ConfigError
@@ -30,7 +32,6 @@ from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.run_config import MethodSpec, RunConfig
 
 
-
 @dataclass(frozen=True)
 class Summary:
     """Counts of one run: units stored ok, units stored as errors, units skipped as already stored."""
@@ -40,6 +41,23 @@ class Summary:
     failed: int
     skipped: int
     reference_seconds: float | None = None  # one batch-1 forward in the model actors (nightly speed reference)
+
+
+DRIVER_THREADS = 1  # torch threads of the driver, whose tensor work (tubes, aggregation) is small and many-fold
+
+
+@contextmanager
+def driver_threads(threads: int = DRIVER_THREADS) -> Iterator[None]:
+    """The driver's small tensor ops on `threads` torch threads while the run lasts. With a thread per core they
+    contended with the actors' processes: on an H200 node (16 cores, 4 model actors) a map's tube overlaps took
+    90 ms of driver time instead of 8 and the GPU was busy about half the run; on one thread, 80% of it once the
+    actors had started."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Evaluation:
@@ -70,7 +88,7 @@ class Evaluation:
         done = StoreReader(self.store.root).stored_units(self.config.run_id)
         state = "interrupted"
         try:
-            with self.recorder.buffered():  # units stored several per file, off the event loop; flushed on exit
+            with self.recorder.buffered(), driver_threads():  # units stored several per file, off the event loop
                 counts = asyncio.run(self._run_all(rows, done, total))
             state = "failed" if counts["error"] else "finished"
         finally:
