@@ -115,6 +115,8 @@ def test_doctor_reports_backends_and_reasons():
     assert lines["precision tf32"].startswith("available") == torch.cuda.is_available()
     assert lines["precision fp32"] == "available (exact)" and lines["backend compile"].startswith("available")
     assert "APPROXIMATE" in lines["precision bf16"] and "faithful" in lines["precision fp16"]  # measured: 0.979, 0.999
+    assert "no CUDA" in lines["flow farneback-cuda"]
+    assert lines["decoder pyav"].startswith("available") and "h264" in lines["decoder pyav"]
 
 
 def test_help_labels_a_precision_whose_maps_fall_below_the_bar(capsys, monkeypatch):
@@ -123,8 +125,6 @@ def test_help_labels_a_precision_whose_maps_fall_below_the_bar(capsys, monkeypat
         explain(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "bf16 APPROXIMATE: maps rank-correlate 0.9791 with fp32" in text and "fp32 exact" in text
-    assert "no CUDA" in lines["flow farneback-cuda"]
-    assert lines["decoder pyav"].startswith("available") and "h264" in lines["decoder pyav"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
