@@ -88,6 +88,8 @@ def wait_for_first_map(store: Path, process: subprocess.Popen, timeout: float = 
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("AOSA_NEIGHBOUR_TEST") != "1",
+                    reason="about 10 minutes: re-runs the killing tests beside a neighbour (AOSA_NEIGHBOUR_TEST=1)")
 def test_ray_tests_pass_beside_an_unrelated_evaluation_that_finishes_untouched(tmp_path):
     root = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))  # the neighbour's Ray temp dir
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(root)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import av
 import numpy as np
 
 # Per codec: default pixel format and encoder options chosen for near-lossless output, so tests can
@@ -43,6 +42,8 @@ def write_video(path: Path | str, frames: np.ndarray, codec: str = "libx264", fp
     `color_range` ("tv"/"pc") and `matrix` ("bt709"/"bt601") tag the stream and convert RGB frames to YUV
     accordingly (4:4:4 or 4:2:0 8-bit formats). 4:2:0 formats need even width and height.
     """
+    import av  # PyAV only where a video is encoded: the module imports on a machine without it
+
     if color_range or matrix:
         return _write_tagged(Path(path), frames, codec, fps, pix_fmt, color_range, matrix)
     path = Path(path)
@@ -65,6 +66,8 @@ def write_video(path: Path | str, frames: np.ndarray, codec: str = "libx264", fp
 def _write_tagged(path: Path, frames: np.ndarray, codec: str, fps: int, pix_fmt: str | None,
                   color_range: str | None, matrix: str | None) -> Path:
     """write_video for RGB frames with explicit range/matrix tags (MJPEG limited range needs strict=-1)."""
+    import av  # PyAV only where a video is encoded: the module imports on a machine without it
+
     default_fmt, options = CODEC_SETTINGS.get(codec, ("yuv420p", {}))
     options = options | ({"strict": "-1"} if codec == "mjpeg" else {})
     pix_fmt = pix_fmt or default_fmt
