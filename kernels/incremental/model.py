@@ -80,12 +80,12 @@ class IncrementalModel:
             elif op.kind == "pointwise":
                 values = self._pointwise(op, acts)
             elif op.kind == "window":
-                values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad, window_bytes)
+                values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad)
             elif op.kind == "frames":
                 values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
             else:
                 values = self._merge(op, tiles, acts)
-            acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count, self.pool)
+            acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count, self.pool, window_bytes)
             for expired in self.expiry.get(position, ()):
                 del acts[expired]  # memory: clean activations plus the patches still to be read
         return self._dense_rest(plan, acts, batch_size)

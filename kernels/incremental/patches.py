@@ -128,8 +128,9 @@ class Activation:
     masks, and its operator count does not grow with them."""
 
     def __init__(self, clean: CleanTable | None, tiles: Tiles, values: torch.Tensor, count: int,
-                 pool: BufferPool) -> None:
+                 pool: BufferPool, budget: int = WINDOW_BYTES) -> None:
         self.clean, self.tiles, self.values, self.count, self.pool = clean, tiles, values, count, pool
+        self.budget = budget  # bytes of windows (and their lookups) gathered at once from this activation
         self._table: torch.Tensor | None = None
         self._cells: torch.Tensor | None = None
 
@@ -187,14 +188,14 @@ class Activation:
                             self.clean.pad_row(pad))
         return self.gather(rows).permute(0, 4, 1, 2, 3)
 
-    def run_windows(self, run: Callable[[torch.Tensor], torch.Tensor], tiles: Tiles, window: Window, pad: float,
-                    budget: int = WINDOW_BYTES) -> torch.Tensor:
+    def run_windows(self, run: Callable[[torch.Tensor], torch.Tensor], tiles: Tiles, window: Window,
+                    pad: float) -> torch.Tensor:
         """`run` (a conv, pool or nothing) on the windows of `tiles`, gathered at most `budget` bytes of windows and
         their row lookups at a time (a window reads its kernel's reach, several times a tile): one chunk where the
         budget allows."""
         per_position = self.values.shape[1] * self.values.element_size() + LOOKUP_BYTES
         size = math.prod(window_spans(tiles.size, window)) * per_position
-        chunks = tiles.index.split(max(1, int(budget // size))) if len(tiles.index) else [tiles.index]
+        chunks = tiles.index.split(max(1, int(self.budget // size))) if len(tiles.index) else [tiles.index]
         if len(chunks) == 1:
             return run(self.windows(tiles, window, pad))
         out = None
