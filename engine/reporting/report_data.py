@@ -5,7 +5,6 @@ The renderer (`engine.reporting.html_report`) receives a `ReportData` and fetche
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,7 @@ import numpy as np
 
 from aosa.engine.datasets.manifests import read_manifest
 from aosa.engine.errors import AosaError, ConfigError
-from aosa.engine.io.preprocess import load_clip
-from aosa.engine.models.loading import load_model
+from aosa.engine.reporting.clips import run_parts, source_frames
 from aosa.engine.reporting.regression import NightlyRun, Summary, nightly_runs, summaries
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import run_select
@@ -28,9 +26,6 @@ OVERLAY_CLIPS = 2
 CURVES_SQL = """
 SELECT method, model, deletion_curve, insertion_curve FROM metrics
 WHERE run_id = ? AND status = 'ok' AND deletion_curve IS NOT NULL ORDER BY method, model
-"""
-PARTS_SQL = """
-SELECT DISTINCT config FROM run_events WHERE run_id = ? AND json_exists(config, '$.manifest') ORDER BY config
 """
 MAPS_SQL = """
 SELECT model, video_id, method, map_path FROM metrics
@@ -84,7 +79,7 @@ def gather_report_data(store: StoreReader, run_id: str) -> ReportData:
         baseline = run.nightly.get("judgement", {}).get("baseline") if run else None
         summary = summaries(con, list(dict.fromkeys([run_id, *trend, *([baseline] if baseline else [])])))
         curves = mean_curves(con, run_id)
-        parts, maps = _parts(con, run_id), _maps(con, run_id)
+        parts, maps = run_parts(con, run_id), _maps(con, run_id)
     clips, notes = [], []
     for part in parts:
         try:
@@ -114,12 +109,6 @@ def mean_curves(con: duckdb.DuckDBPyConnection, run_id: str) -> Curves:
     return curves
 
 
-def _parts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """The evaluate configs of the run: manifest, model, methods, start of each part."""
-    _, rows = run_select(con, PARTS_SQL, [run_id])
-    return list({(part["manifest"], part["model"]): part for part in (json.loads(row[0]) for row in rows)}.values())
-
-
 def _maps(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[tuple[str, str], dict[str, str]]:
     """(model, video_id) -> method -> map path, for the run's ok units."""
     _, rows = run_select(con, MAPS_SQL, [run_id])
@@ -137,10 +126,9 @@ def overlay_clips(store: StoreReader, part: dict[str, Any], maps: dict[tuple[str
     if not rows:
         return []
     order = [spec["key"] for spec in part["methods"]]
-    prep = load_model(model, "cpu").preprocessing
     clips = []
     for row in rows[:OVERLAY_CLIPS]:
-        frames = load_clip(row.path, prep, part.get("start", 0)).frames
+        frames = source_frames(part, row).frames
         by_method = maps[model, row.video_id]
         clips.append(ClipMaps(model, row.video_id, frames,
                               [(method, store.load_map(by_method[method]).astype(np.float32))

@@ -34,13 +34,22 @@ def _value_range(saliency: np.ndarray) -> tuple[float, float]:
     return float(saliency.min()), float(saliency.max())
 
 
+def _colours(saliency: np.ndarray) -> np.ndarray:
+    """Float RGB (T,H,W,3) in 0..255 of the map under the colormap, normalized over the whole volume."""
+    lo, hi = _value_range(saliency)
+    scaled = (saliency - lo) / (hi - lo) if hi > lo else np.zeros(saliency.shape)
+    return matplotlib.colormaps[COLORMAP](scaled)[..., :3] * 255.0
+
+
+def colour_map(saliency: np.ndarray) -> np.ndarray:
+    """A (T,H,W) map as uint8 (T,H,W,3) colours of the colormap, normalized over the whole volume."""
+    return _colours(saliency.astype(np.float32)).round().astype(np.uint8)
+
+
 def overlay(frames: np.ndarray, saliency: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """uint8 (T,H,W,3) frames blended with the map coloured by the colormap, normalized over the volume."""
     _check(frames, saliency)
-    lo, hi = _value_range(saliency)
-    scaled = (saliency - lo) / (hi - lo) if hi > lo else np.zeros(saliency.shape)
-    colours = matplotlib.colormaps[COLORMAP](scaled)[..., :3] * 255.0
-    return ((1.0 - alpha) * frames + alpha * colours).round().astype(np.uint8)
+    return ((1.0 - alpha) * frames + alpha * _colours(saliency)).round().astype(np.uint8)
 
 
 def _upscale(images: np.ndarray, min_side: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Reading the result store: DuckDB views over the files readers see, the units and configs of a run, saved maps."""
+"""Reading the result store: DuckDB views over the files readers see, the units and configs of a run, saved maps
+and previews."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from aosa.engine.errors import ConfigError
 from aosa.engine.store.generations import visible_files
 from aosa.engine.store.paths import partition
+from aosa.engine.store.previews import Preview, decode_preview, preview_path
 from aosa.engine.store.sql import QueryLimits, create_latest_view, create_view, run_select, sandbox
 from aosa.schemas.tables import TABLES
 
@@ -71,3 +73,8 @@ class StoreReader:
         if not path.is_file():
             raise ConfigError(f"no map {relative_path!r} in the store {self.root}")
         return np.load(path, allow_pickle=False)
+
+    def load_preview(self, run_id: str, model: str, video_id: str) -> Preview | None:
+        """The preview the run stored of a video (engine.store.previews), or None where it stored none."""
+        path = self.root / preview_path(run_id, model, video_id)
+        return decode_preview(path.read_bytes()) if path.is_file() else None
