@@ -21,6 +21,8 @@ JOBS = {
     "report": "the paper's tables (I, IV-VII) of a run: deletion / insertion, over-all, S-PT, seconds per map",
     "synth": "write the synthetic probe benchmark: moving-target videos with boxes, and their manifest",
     "nightly": "a fixed benchmark preset judged against the last passing night by versioned rules, HTML report",
+    "serve": "a read-only results browser over a store: runs, tables, a sortable gallery, synchronized map players",
+    "figure": "the paper's figure of a run's maps: frames in columns, methods in rows, a colour bar (PDF or PNG)",
     "train_probe": "train a probe model (--task motion|appearance) on synthetic clips and write its weights",
 }
 

@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa query", description="Read-only SQL over a result store.")
     parser.add_argument("sql", help="one or more SELECT statements over runs, run_events, metrics, timings, maps")
     add_store_options(parser)
+    add_limit_options(parser)
+    return parser
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """What one query may use (--timeout, --max-rows, --max-bytes, --memory-limit, --threads), shared with the
+    SQL box of `aosa serve`."""
     defaults = QueryLimits()
     limits = parser.add_argument_group("limits (a query past one is stopped with one error line)")
     limits.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds per statement")
@@ -36,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--memory-limit", default=defaults.memory,
                         help="memory of the whole query (its process: DuckDB, the answer and its rendering), e.g. 2GB")
     limits.add_argument("--threads", type=int, default=defaults.threads, help="DuckDB and Arrow threads")
-    return parser
 
 
 def query_limits(args: argparse.Namespace) -> QueryLimits:

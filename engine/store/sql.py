@@ -136,7 +136,7 @@ def select_statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
     return [statement.query for statement in statements]
 
 
-def run_select(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None,
+def run_select(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | dict[str, object] | None = None,
                limits: QueryLimits | None = None) -> tuple[list[str], list[tuple]]:
     """Column names and rows of one checked SELECT; a DuckDB failure, or a query past `limits`' timeout, row
     or byte cap or memory, becomes a one-line QueryError (the query is interrupted, not left running)."""
