@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,7 +18,8 @@ from aosa.engine.runtime.explain import inference_fields
 from aosa.engine.runtime.provenance import git_sha, package_versions
 from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
 from aosa.engine.store.buffered import MAX_SECONDS, MAX_UNITS, UnitWriter
-from aosa.engine.store.rows import MapFile, map_file, unit_rows
+from aosa.engine.store.previews import preview_path
+from aosa.engine.store.rows import MapFile, PreviewFile, map_file, unit_rows
 from aosa.engine.store.writer import RunWriter
 from aosa.kernels.metrics import Faithfulness, Pointing
 from aosa.schemas.manifest import ManifestRow
@@ -85,8 +86,15 @@ class UnitRecorder:
             **inference_fields(unit.result.inference),
             "params": json.dumps(unit.params.to_dict(), sort_keys=True),
         }
-        self._write(metrics, unit.stages, saved)
+        self._write(metrics, unit.stages, saved, self._preview(unit))
         return "ok"
+
+    def _preview(self, unit: FinishedUnit) -> list[PreviewFile]:
+        """The video's preview, stored with the unit that carries the video's decode stage (its first unit)."""
+        if "decode" not in unit.stages or unit.prepared.preview is None:
+            return []
+        path = preview_path(self.config.run_id, self.config.model, unit.prepared.row.video_id)
+        return [PreviewFile(path, unit.prepared.preview)]
 
     def record_failure(self, row: ManifestRow, spec: MethodSpec, failure: Failure) -> str:
         """Store a failed unit as a metrics row with its error kind and message; returns "error"."""
@@ -95,13 +103,14 @@ class UnitRecorder:
         self._write(metrics, {}, None)
         return "error"
 
-    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], saved: MapFile | None) -> None:
+    def _write(self, metrics: dict[str, Any], stages: dict[str, Stage], saved: MapFile | None,
+               previews: Sequence[PreviewFile] = ()) -> None:
         keys = {key: metrics[key] for key in ("run_id", "video_id", "model", "method", "created_at")}
         timings = [{**keys, "stage": name, "seconds": float(stage.seconds), "items": stage.items, "unit": stage.unit}
                    for name, stage in stages.items()]
         maps = [] if saved is None else [{**keys, "path": saved.path, "shape": list(saved.values.shape),
                                           "dtype": "float16"}]
-        unit = unit_rows(self.config.run_id, [metrics], timings, maps, [saved] if saved else [])
+        unit = unit_rows(self.config.run_id, [metrics], timings, maps, [saved] if saved else [], previews)
         if self._writer is not None:
             self._writer.add(unit)
         else:

@@ -21,6 +21,7 @@ from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.counting import CountingModel
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.models.timing import ReferenceSampler
+from aosa.engine.store.previews import Preview, encode_preview
 from aosa.kernels.incremental import BufferPool, IncrementalModel, incremental_for
 from aosa.kernels.methods import get_method
 from aosa.kernels.metrics import curve_points
@@ -66,8 +67,8 @@ class Stage(NamedTuple):
 
 @dataclass
 class PreparedVideo:
-    """A decoded clip at model resolution with its flows (one per flow method asked for), model-pixel boxes
-    and the decoder that read it (for the metrics row's `decoder` column)."""
+    """A decoded clip at model resolution with its flows (one per flow method asked for), model-pixel boxes,
+    the decoder that read it (for the metrics row's `decoder` column) and its preview (engine.store.previews)."""
 
     row: ManifestRow
     clip: Clip | None  # None once split off to travel by reference (`VideoPreparer.prepare_by_reference`)
@@ -76,6 +77,7 @@ class PreparedVideo:
     boxes: list[tuple[int, int, int, int, int]]
     timings: dict[str, float] = field(default_factory=dict)
     decoder: str = "unknown"
+    preview: bytes | None = None
 
     def stages(self) -> dict[str, Stage]:
         """Decode (frames) and each flow (frame pairs) as stages, for the timings table."""
@@ -95,14 +97,16 @@ class VideoPreparer:
         try:
             began = time.perf_counter()
             clip = load_clip(row.path, self.preprocessing, start=self.start, backend=self.decoder, device=self.device)
+            boxes = model_boxes(row, clip.geometry, self.preprocessing.frames)
+            preview = encode_preview(Preview(clip.frames, tuple(boxes), clip.decoder))  # ~10 ms at 16x112x112
             timings = {"decode": time.perf_counter() - began}
             flows = {}
             for method in flow_methods:
                 began = time.perf_counter()
                 flows[method] = compute_flow(clip.frames, method)
                 timings[f"flow:{method}"] = time.perf_counter() - began
-            boxes = model_boxes(row, clip.geometry, self.preprocessing.frames)
-            return PreparedVideo(row, clip, tuple(clip.tensor.shape), flows, boxes, timings, decoder=clip.decoder)
+            return PreparedVideo(row, clip, tuple(clip.tensor.shape), flows, boxes, timings, decoder=clip.decoder,
+                                 preview=preview)
         except (AosaError, ValueError, OSError) as exc:
             return Failure.of(exc, row.path)
 

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from aosa.engine.store.generations import GENERATIONS, settle, visible_files
 from aosa.engine.store.paths import LOOSE_GLOB, TEMP_GLOB, write_atomic
+from aosa.engine.store.previews import PREVIEWS
 from aosa.engine.store.writer import RunWriter
 from aosa.schemas.tables import TABLES
 
@@ -15,7 +16,7 @@ from aosa.schemas.tables import TABLES
 def discard_unfinished(writer: RunWriter) -> int:
     """Before resuming or compacting the run: finish a crashed compaction, delete temp files and the timings
     and maps of flush groups whose metrics never landed; returns how many files went."""
-    folders = {name: writer.folder(name) for name in TABLES}  # refused without the run's lock
+    folders = {name: writer.folder(name) for name in (*TABLES, PREVIEWS)}  # refused without the run's lock
     gone = settle(writer.root, writer.partition)
     finished = {path.name for path in folders["metrics"].rglob(LOOSE_GLOB)}
     doomed = [path for folder in folders.values() for path in folder.rglob(TEMP_GLOB)]

@@ -1,4 +1,5 @@
-"""A unit's rows, checked before anything is stored: its metrics, timings and maps rows and its map files."""
+"""A unit's rows, checked before anything is stored: its metrics, timings and maps rows, its map files and, with a
+video's first unit, the video's preview (engine.store.previews)."""
 
 from __future__ import annotations
 
@@ -36,15 +37,25 @@ class MapFile:
 
 
 @dataclass(frozen=True)
+class PreviewFile:
+    """A video's preview (a PNG of engine.store.previews) to save at `path` (relative to the store root)."""
+
+    path: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class UnitRows:
-    """One finished unit's checked rows (timings, maps, metrics tables) and the map files they point to."""
+    """One finished unit's checked rows (timings, maps, metrics tables), the map files they point to, and the
+    preview of its video where the unit is the first of it stored."""
 
     tables: dict[str, pa.Table]
     maps: tuple[MapFile, ...] = ()
+    previews: tuple[PreviewFile, ...] = ()
 
 
 def unit_rows(run_id: str, metrics_rows: Rows, timing_rows: Rows = (), map_rows: Rows = (),
-              maps: Sequence[MapFile] = ()) -> UnitRows:
+              maps: Sequence[MapFile] = (), previews: Sequence[PreviewFile] = ()) -> UnitRows:
     """Check a unit's rows now (a bad row is the caller's error, not a failed flush later)."""
     if not metrics_rows:
         raise ConfigError("a unit of work needs at least one metrics row")
@@ -55,7 +66,7 @@ def unit_rows(run_id: str, metrics_rows: Rows, timing_rows: Rows = (), map_rows:
         stray = set(tables[name].column("method").to_pylist()) - methods
         if stray:
             raise ConfigError(f"{name} rows of method {sorted(stray)[0]!r} have no metrics row in their unit")
-    return UnitRows(tables, tuple(maps))
+    return UnitRows(tables, tuple(maps), tuple(previews))
 
 
 def map_file(run_id: str, video_id: str, model: str, method: str, saliency: np.ndarray) -> MapFile:

@@ -73,10 +73,13 @@ class RunWriter:
                     self._write_parquet(name, partitions, group, rows)
 
     def write_maps(self, unit: UnitRows) -> None:
-        """Write a unit's map files; a map left by a unit that never got stored is overwritten on resume."""
+        """Write a unit's map files and preview; a file left by a unit that never got stored is overwritten on
+        resume."""
         self.folder("maps")
         for map_file in unit.maps:
             write_atomic(self.root / map_file.path, lambda file, values=map_file.values: np.save(file, values))
+        for preview in unit.previews:
+            write_atomic(self.root / preview.path, lambda file, data=preview.data: file.write(data))
 
     def _write_parquet(self, name: str, partitions: list[str], group: str, table: pa.Table) -> None:
         path = self.folder(name) / Path(*partitions) / loose_name(group)
