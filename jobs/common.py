@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from aosa.engine.errors import AosaError, ConfigError
@@ -104,6 +106,19 @@ def method_params(args: argparse.Namespace) -> MethodParams:
                         layer=args.layer, noise=args.noise, smooth_samples=args.smooth_samples, areas=args.areas,
                         iterations=args.iterations, learning_rate=args.learning_rate, smoothness=args.smoothness,
                         incremental=args.incremental)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """A SIGTERM (a scheduler stopping the job) ends it like Ctrl-C: an evaluation is stored as `interrupted`,
+    resumable; a server stops and removes its runtime file."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_guarded(name: str, job: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,

@@ -10,11 +10,9 @@ import argparse
 import dataclasses
 import itertools
 import os
-import signal
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from aosa.engine.errors import ConfigError
 from aosa.engine.runtime.evaluation import Evaluation, Summary
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.writer import RunWriter
-from aosa.jobs.common import add_cluster_options, add_method_options, method_params, run_guarded
+from aosa.jobs.common import add_cluster_options, add_method_options, method_params, run_guarded, sigterm_interrupts
 from aosa.schemas.run_config import RunConfig, config_changes, parse_methods
 
 EXIT_UNITS_FAILED = 3
@@ -122,18 +120,6 @@ def evaluate_held(writer: RunWriter, config: RunConfig, address: str | None, ref
                 reference = evaluation.reference_seconds(reference_repeats)
                 summary = dataclasses.replace(summary, reference_seconds=reference)
     return summary
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """A SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: stored as `interrupted`, resumable."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

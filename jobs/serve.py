@@ -3,7 +3,8 @@
 It listens on loopback unless told otherwise; any other address needs a token, made and printed at start unless
 --token gives one (as Jupyter does; an empty --token there is refused). Pages, scripts and styles come from the
 installed package; the SQL box runs `aosa query`'s sandbox within the same limit options. The server announces
-itself in a runtime file (engine.serve.registry) so the nightly report can link into it. Ctrl-C stops it.
+itself in a runtime file (engine.serve.registry) so the nightly report can link into it. Ctrl-C or SIGTERM
+stops it (exit status 130).
 
     python -m aosa.jobs.serve --store results --port 8765
 """
@@ -23,7 +24,7 @@ from aosa.engine.errors import ConfigError
 from aosa.engine.serve.access import is_loopback, new_token
 from aosa.engine.serve.app import create_app
 from aosa.engine.serve.registry import announced
-from aosa.jobs.common import open_store, run_guarded
+from aosa.jobs.common import open_store, run_guarded, sigterm_interrupts
 from aosa.jobs.query import add_limit_options, query_limits
 from aosa.jobs.render import render
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     sock = listen(args.host, args.port)
     url = address(args.host, sock.getsockname()[1])
     print(f"aosa serve: {store.root} at {url}" + (f"?token={token}" if token else ""), flush=True)
-    with announced(store.root, url):
+    with sigterm_interrupts(), announced(store.root, url):  # uvicorn stops, then re-raises the signal to this handler
         uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
     return 0
 

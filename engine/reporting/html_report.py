@@ -5,7 +5,8 @@ It shows the nightly verdict (each rule with baseline, tonight and the allowed c
 (deletion / insertion, over-all), IV (S-PT) and V (seconds per map, and per reference forward pass) with
 deltas against the baseline coloured green (better) or red (worse), the mean deletion and insertion
 curves per method, each metric's trend over the preset's past nightly runs, and saliency overlays of a
-few fixed clips (the first clips of each manifest the run evaluated).
+few fixed clips (the first clips of each manifest the run evaluated). Where an `aosa serve` of the store runs
+when the report is written (engine.serve.registry), each clip links to its page there.
 
     path = write_report(StoreReader("results"), "nightly-20250101T030000-1a2b3c")  # results/reports/<id>.html
 """
@@ -18,6 +19,7 @@ import io
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -74,7 +76,7 @@ def render_report(data: ReportData) -> str:
                 *(_table(title, metrics, data.summary[data.run_id], data.summary.get(data.baseline, {}), data.baseline)
                   for title, metrics in TABLES),
                 _curves_section(data.curves), _trends_section(data.trend, data.runs, data.summary),
-                _overlays_section(data.clips, data.notes)]
+                _overlays_section(data)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>AOSA run {_text(data.run_id)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(sections) + "\n</body></html>\n")
@@ -172,11 +174,19 @@ def _trends_section(trend: list[str], runs: dict[str, NightlyRun], summary: dict
             + _image(_figure_png(figure), "metric trends"))
 
 
-def _overlays_section(clips: list[ClipMaps], notes: list[str]) -> str:
+def _overlays_section(data: ReportData) -> str:
     out = ["<h2>Saliency overlays of fixed clips</h2>"]
-    out += [f'<p class="note">{_text(note)}</p>' for note in notes]
-    out += [_overlay_table(clip) for clip in clips]
+    out += [f'<p class="note">{_text(note)}</p>' for note in data.notes]
+    out += [_overlay_table(clip) + _browser_link(data, clip) for clip in data.clips]
     return "".join(out)
+
+
+def _browser_link(data: ReportData, clip: ClipMaps) -> str:
+    """A link to the clip's page in the running `aosa serve` of the store; nothing when none runs."""
+    if data.browser is None:
+        return ""
+    query = urlencode({"run": data.run_id, "model": clip.model, "video": clip.video_id})
+    return f'<p><a href="{_text(data.browser)}video?{_text(query)}">{_text(clip.video_id)} in aosa serve</a></p>'
 
 
 def _overlay_table(clip: ClipMaps) -> str:

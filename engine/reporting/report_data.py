@@ -17,6 +17,7 @@ from aosa.engine.datasets.manifests import read_manifest
 from aosa.engine.errors import AosaError, ConfigError
 from aosa.engine.reporting.clips import run_parts, source_frames
 from aosa.engine.reporting.regression import NightlyRun, Summary, nightly_runs, summaries
+from aosa.engine.serve.registry import running_server
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import run_select
 
@@ -57,6 +58,7 @@ class ReportData:
     curves: Curves
     clips: list[ClipMaps] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why some overlays are missing
+    browser: str | None = None  # the address of a running `aosa serve` of the store, which each clip links into
 
     @property
     def judgement(self) -> dict[str, Any]:
@@ -86,7 +88,7 @@ def gather_report_data(store: StoreReader, run_id: str) -> ReportData:
             clips.extend(overlay_clips(store, part, maps))
         except AosaError as exc:
             notes.append(f"overlays of {part['model']} unavailable: {exc}")
-    return ReportData(run_id, run, runs, trend, summary, curves, clips, notes)
+    return ReportData(run_id, run, runs, trend, summary, curves, clips, notes, running_server(store.root))
 
 
 def trend_runs(runs: dict[str, NightlyRun], run: NightlyRun) -> list[str]:
