@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
 
 METHODS = "aosa,aosa-approx,gradcam,random"
+SCREENSHOTS = ("runs", "run", "videos", "video", "sql")
 MOTION = "probe:motion"
 
 
@@ -110,8 +111,9 @@ def frames_shown(page) -> list[int]:
 
 
 def screenshot(page, name: str) -> None:
+    """The README's screenshot of a page, where AOSA_SCREENSHOTS names a folder."""
     folder = os.environ.get("AOSA_SCREENSHOTS")
-    if folder:
+    if folder and name in SCREENSHOTS:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 

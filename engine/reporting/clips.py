@@ -86,9 +86,10 @@ def _decoded(path: str, model: str, start: int, decoder: str) -> tuple[np.ndarra
     return clip.frames, clip.geometry, clip.decoder
 
 
-def clip_frames(store: StoreReader, run_id: str, model: str, video_id: str,
-                parts: list[dict[str, Any]]) -> ClipFrames:
-    """A run's video as `model` saw it: from the source, else the stored preview, else no frames and a note."""
+def clip_frames(store: StoreReader, run_id: str, model: str, video_id: str, parts: list[dict[str, Any]],
+                shape: tuple[int, ...] | None = None) -> ClipFrames:
+    """A run's video as `model` saw it: from the source, else the stored preview, else no frames and a note.
+    Frames whose (T, H, W) differ from `shape` (the maps', which may span a whole video) are not used."""
     try:
         part = part_of(parts, model)
         if part is None:
@@ -96,10 +97,14 @@ def clip_frames(store: StoreReader, run_id: str, model: str, video_id: str,
         row = find_row(Path(part["manifest"]), video_id)
         if row is None:
             raise ConfigError(f"{video_id} is not in the manifest {part['manifest']}")
-        return source_frames(part, row)
+        found = source_frames(part, row)
+        if shape is not None and found.frames.shape[:3] != tuple(shape):
+            raise ConfigError(f"the clip holds {found.frames.shape[:3]} frames, the maps {tuple(shape)}")
+        return found
     except AosaError as exc:
+        why = f"The source video is {'missing' if exc.kind == 'missing_file' else 'not shown'} ({exc})"
         preview = store.load_preview(run_id, model, video_id)
-        if preview is None:
-            return ClipFrames(None, note=f"The source video is missing ({exc}); the maps show without frames.")
+        if preview is None or (shape is not None and preview.frames.shape[:3] != tuple(shape)):
+            return ClipFrames(None, note=f"{why}; the maps show without frames.")
         return ClipFrames(preview.frames, preview.boxes, preview.decoder,
-                          f"The source video is missing ({exc}); the frames are the preview the run stored.")
+                          f"{why}; the frames are the preview the run stored.")

@@ -45,6 +45,8 @@ def figure_videos(store: StoreReader, run_id: str, videos: list[str], methods: l
                   model: str | None = None) -> list[FigureVideo]:
     """Each video's frames and its maps of `methods`, for `engine.reporting.figure`; a video or map that is not
     there is a ConfigError naming it and what there is."""
+    if not videos or not methods:
+        raise ConfigError("a figure needs at least one video and one method")
     with store.connect(run_id) as con:
         parts = run_parts(con, run_id)
         found = []
@@ -61,6 +63,6 @@ def figure_videos(store: StoreReader, run_id: str, videos: list[str], methods: l
                 mapped = ", ".join(key for key, unit in units.items() if unit["status"] == "ok") or "none"
                 raise ConfigError(f"{video_id!r} has no map of {method!r} in run {run_id!r} (maps: {mapped})")
             maps.append((method, store.load_map(unit["map_path"]).astype(np.float32)))
-        frames = clip_frames(store, run_id, chosen, video_id, parts).frames
+        frames = clip_frames(store, run_id, chosen, video_id, parts, maps[0][1].shape).frames
         blocks.append(FigureVideo(video_id, chosen, frames, maps))
     return blocks

@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aosa.engine.errors import ConfigError
-from aosa.engine.reporting.clips import ClipFrames, clip_frames, run_parts
+from aosa.engine.reporting.clips import ClipFrames
 from aosa.engine.reporting.figure import FORMATS, figure_bytes, frame_indices
 from aosa.engine.reporting.video_maps import figure_videos
 from aosa.engine.serve.images import frames_strip, map_strip, thumbnail
 from aosa.engine.serve.params import not_found, required, store_of
-from aosa.engine.serve.video_page import unit_map
+from aosa.engine.serve.video_page import unit_map, video_frames
 
 CACHE = {"Cache-Control": "private, max-age=600"}  # a stored unit does not change; a page reload may refetch
 
@@ -27,8 +27,7 @@ def _unit(request: Request) -> tuple[str, str, str]:
 def _frames(request: Request, run_id: str, model: str, video_id: str) -> ClipFrames:
     store = store_of(request)
     with store.connect(run_id) as con:
-        parts = run_parts(con, run_id)
-    return clip_frames(store, run_id, model, video_id, parts)
+        return video_frames(store, con, run_id, model, video_id)
 
 
 def frames_png(request: Request) -> Response:

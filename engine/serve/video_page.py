@@ -21,6 +21,7 @@ SELECT DISTINCT run_id, model FROM metrics WHERE video_id = ? AND status = 'ok' 
 MAP_SQL = """
 SELECT map_path FROM metrics WHERE run_id = ? AND model = ? AND video_id = ? AND method = ? AND status = 'ok'
 """
+SHAPE_SQL = "SELECT shape FROM maps WHERE run_id = ? AND model = ? AND video_id = ? LIMIT 1"
 CURVES = ("deletion_curve", "insertion_curve")
 
 
@@ -57,15 +58,21 @@ class ClipView:
 def clip_view(store: StoreReader, run_id: str, model: str, video_id: str) -> ClipView:
     """The view of a stored video; ConfigError when the run holds no unit of it."""
     with store.connect(run_id) as con:
-        parts = run_parts(con, run_id)
-        units = video_units(con, run_id, model, video_id, parts)
-    if not units:
-        raise ConfigError(f"run {run_id!r} has no video {video_id!r} on model {model!r}")
-    frames = clip_frames(store, run_id, model, video_id, parts)
+        units = video_units(con, run_id, model, video_id, run_parts(con, run_id))
+        if not units:
+            raise ConfigError(f"run {run_id!r} has no video {video_id!r} on model {model!r}")
+        frames = video_frames(store, con, run_id, model, video_id)
     mapped = [unit for unit in units if unit["status"] == "ok" and unit["map_path"]]
     shape = frames.frames.shape[:3] if frames.frames is not None else (
         tuple(store.load_map(mapped[0]["map_path"]).shape) if mapped else None)
     return ClipView(run_id, model, video_id, units, frames, shape, _classes(model))
+
+
+def video_frames(store: StoreReader, con: duckdb.DuckDBPyConnection, run_id: str, model: str,
+                 video_id: str) -> ClipFrames:
+    """The frames shown under a video's maps: engine.reporting.clips.clip_frames, held to the maps' shape."""
+    shapes = run_select(con, SHAPE_SQL, [run_id, model, video_id])[1]
+    return clip_frames(store, run_id, model, video_id, run_parts(con, run_id), shapes[0][0] if shapes else None)
 
 
 def _classes(model: str) -> tuple[str, ...]:

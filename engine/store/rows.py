@@ -38,7 +38,7 @@ class MapFile:
 
 @dataclass(frozen=True)
 class PreviewFile:
-    """A video's preview (a PNG of engine.store.previews) to save at `path` (relative to the store root)."""
+    """A video's preview (a JPEG of engine.store.previews) to save at `path` (relative to the store root)."""
 
     path: str
     data: bytes
