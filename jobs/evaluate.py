@@ -24,7 +24,7 @@ from aosa.engine.runtime.evaluation import Evaluation, Summary
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.writer import RunWriter
 from aosa.jobs.common import add_cluster_options, add_method_options, method_params, run_guarded, sigterm_interrupts
-from aosa.schemas.run_config import RunConfig, config_changes, parse_methods
+from aosa.schemas.run_config import RunConfig, check_clips, config_changes, parse_methods
 
 EXIT_UNITS_FAILED = 3
 
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode-device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: decode actors take a GPU share so DALI's GPU decoder reads H.264/HEVC/VP9/AV1")
     parser.add_argument("--start", type=int, default=0, help="first frame of every clip")
+    parser.add_argument("--clips", default="first",
+                        help="first: a unit explains the clip from --start; all: every window of the model's clip "
+                             "length over the whole video, half a clip apart, stitched into one map (one row per "
+                             "video and method, with temporal metrics beside the first clip's); every:HOP: likewise, "
+                             "HOP frames apart")
     parser.add_argument("--decode-actors", type=int, default=1, help="decode + flow actors")
     parser.add_argument("--max-in-flight", type=int, default=4, help="videos decoded or scored at once")
     parser.add_argument("--metric-batch-size", type=int, default=16, help="clips per deletion/insertion pass")
@@ -60,13 +65,16 @@ def new_run_id() -> str:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     if min(args.model_actors, args.decode_actors, args.max_in_flight) < 1:
         raise ConfigError("--model-actors, --decode-actors and --max-in-flight must be at least 1")
+    if check_clips(args.clips) != "first" and args.decoder == "dali":
+        raise ConfigError(f"--clips {args.clips} streams whole videos through PyAV (Pillow for frame directories); "
+                          "--decoder dali decodes first clips only")
     return RunConfig(run_id=args.run_id or new_run_id(), manifest=str(args.manifest.resolve()), model=args.model,
                      methods=tuple(parse_methods(args.methods, method_params(args))),
                      device=args.device, backend=args.backend, engine_cache=str(args.engine_cache),
                      decoder=args.decoder, decode_device=args.decode_device,
                      model_actors=args.model_actors, decode_actors=args.decode_actors,
                      max_videos_in_flight=args.max_in_flight, metric_batch_size=args.metric_batch_size,
-                     start=args.start, limit=args.limit, retry_errors=args.retry_errors)
+                     start=args.start, limit=args.limit, retry_errors=args.retry_errors, clips=args.clips)
 
 
 def connect(address: str | None, cpus_needed: int) -> None:

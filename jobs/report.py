@@ -7,6 +7,9 @@ insertion and over-all, IV S-PT, V seconds per map, VI single vs integrated AOSA
 `aosa` rows), VII AOSA-approx with and without conditional sampling and ReLU (the `aosa-approx` rows).
 `stages` is the engine's throughput: per pipeline stage, items processed per second spent in it (decode, flow
 and model_forward count busy time; explain, metrics and total are units' wall times, waits included).
+`time` is the whole-video metrics of an `evaluate --clips all|every:HOP` run (shown under `all` too when the run
+has them): the temporal pointing games of the evidence curve and of the stitched map with their chance level,
+the temporal masses, and S-PT inside the segment and over the whole video; +- are 95% intervals over videos.
 `--format csv|json` gives the numbers one row per method x model instead; the counts go to stderr.
 A warning on stderr names videos the shown runs decoded with different decoders (issue 15).
 """
@@ -47,6 +50,21 @@ SELECT stage, any_value(unit) AS unit, sum(items) AS items, sum(seconds) AS seco
 FROM timings WHERE run_id = ? GROUP BY stage ORDER BY stage
 """
 
+TIME_SQL = """
+SELECT method, model, count(*) AS videos, avg(len(window_starts)) AS windows,
+       avg(tpt_curve::int) AS tpt_curve, 1.96 * stddev_samp(tpt_curve::int) / sqrt(count(tpt_curve)) AS tpt_curve_ci,
+       avg(tpt_map::int) AS tpt_map, 1.96 * stddev_samp(tpt_map::int) / sqrt(count(tpt_map)) AS tpt_map_ci,
+       avg(tpt_chance) AS chance, avg(tmass_curve) AS tmass_curve, avg(tmass_map) AS tmass_map,
+       sum(spt_segment_hits) / nullif(sum(spt_segment_frames), 0) AS spt_segment,
+       sum(spt_video_hits) / nullif(sum(spt_video_frames), 0) AS spt_video, avg(seconds_total) AS seconds_per_video
+FROM metrics WHERE run_id = ? AND status = 'ok' AND clips IS NOT NULL GROUP BY method, model ORDER BY method, model
+"""
+TIME_COLUMNS = {  # header -> the TIME_SQL columns shown, joined by " +-"
+    "videos": ("videos",), "windows": ("windows",), "T-PT curve": ("tpt_curve", "tpt_curve_ci"),
+    "T-PT map": ("tpt_map", "tpt_map_ci"), "chance": ("chance",), "T-mass curve": ("tmass_curve",),
+    "T-mass map": ("tmass_map",), "S-PT segment": ("spt_segment",), "S-PT video": ("spt_video",),
+    "s / video": ("seconds_per_video",)}
+
 DECODERS_SQL = """
 SELECT video_id, array_agg(DISTINCT decoder ORDER BY decoder) AS decoders
 FROM metrics WHERE list_contains(?, run_id) AND decoder IS NOT NULL
@@ -85,8 +103,9 @@ PRESETS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aosa report", description="Table I (method x model) of one run.")
     parser.add_argument("--run-id", default=None, help="run to report (default: the latest started)")
-    parser.add_argument("--table", choices=(*PRESETS, "stages"), default="all",
-                        help="which of the paper's tables, or `stages`: each pipeline stage's throughput")
+    parser.add_argument("--table", choices=(*PRESETS, "stages", "time"), default="all",
+                        help="which of the paper's tables, `stages`: each pipeline stage's throughput, or `time`: "
+                             "the whole-video metrics of an evaluate --clips all|every:HOP run")
     add_store_options(parser)
     return parser
 
@@ -139,23 +158,46 @@ def _cell(group: str, cell: dict[str, Any] | None) -> str:
     return " / ".join(f"{number:.3f}" for number in numbers) if None not in numbers else "-"
 
 
+def time_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[str], list[tuple]]:
+    """TIME_SQL's answer for the run; no rows for stores written before metrics had whole-video columns."""
+    columns, _ = run_select(con, "SELECT * FROM metrics LIMIT 0")
+    return run_select(con, TIME_SQL, [run_id]) if "clips" in columns else (list(TIME_COLUMNS), [])
+
+
+def time_layout(columns: list[str], rows: list[tuple]) -> str:
+    """The whole-video table: a method and model per row, a column per TIME_COLUMNS entry."""
+    cells = [dict(zip(columns, row)) for row in rows]
+    body = [[cell["method"], cell["model"]] + [" +-".join(_number(cell[key]) for key in keys)
+                                               for keys in TIME_COLUMNS.values()] for cell in cells]
+    return ("Whole videos: temporal pointing game (evidence curve and stitched map, chance = share of spans on the "
+            "segment), temporal mass and S-PT (inside the segment, whole video)\n\n"
+            + aligned([["method", "model", *TIME_COLUMNS]], body))
+
+
+def _number(value: float | int | None) -> str:
+    return "-" if value is None else str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
 def run(args: argparse.Namespace) -> int:
     with open_store(args.store).connect(read_only=True) as con:
         run_id = choose_run(con, args.run_id)
-        if args.table == "stages":
-            columns, rows = run_select(con, STAGES_SQL, [run_id])
-            print(render(columns, rows, args.format))
+        if args.table in ("stages", "time"):
+            columns, rows = run_select(con, STAGES_SQL, [run_id]) if args.table == "stages" else time_rows(con, run_id)
+            print(render(columns, rows, args.format) if args.format != "table" or args.table == "stages"
+                  else time_layout(columns, rows))
             return 0
         columns, rows = run_select(con, SUMMARY_SQL, [[run_id]])
         (videos_ok, videos_failed, ok, failed), = run_select(con, COUNTS_SQL, [run_id])[1]
         mixed = mixed_decoders(con, [run_id])
+        time_columns, times = time_rows(con, run_id) if args.table == "all" else ([], [])
     if mixed:
         print(f"warning: {describe_mixed(mixed, f'run {run_id}')}", file=sys.stderr)
     counts = (f"run {run_id}: {videos_ok} videos with maps, {videos_failed} with errors; "
               f"{ok} maps ok, {failed} failed")
     if args.format == "table":
         cells = [dict(zip(columns, row)) for row in rows]
-        print(counts + "\n\n" + layout(cells, PRESETS[args.table]))
+        print(counts + "\n\n" + layout(cells, PRESETS[args.table])
+              + ("\n\n" + time_layout(time_columns, times) if times else ""))
     else:
         print(render(columns, rows, args.format))
         print(counts, file=sys.stderr)

@@ -1,6 +1,7 @@
 """`aosa synth --out DIR --videos N`: write the synthetic probe benchmark (videos + manifest.csv).
 
     aosa synth --out data/synth --videos 40 --seed 0 --codec vp9 --variant pan --task appearance
+    aosa synth --out data/long --videos 100 --long 64-256 --task appearance   # evidence in a known segment
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aosa.engine.datasets.long_synthetic import write_long_benchmark
 from aosa.engine.datasets.synthetic import FRAMES, TASKS, VARIANTS, write_benchmark
+from aosa.engine.errors import ConfigError
 from aosa.jobs.common import run_guarded
 
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "frames": FRAMES}
@@ -29,10 +32,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=VARIANTS, default="plain", help="scene variant")
     parser.add_argument("--frames", type=int, default=16, help="frames per video")
     parser.add_argument("--size", type=int, default=112, help="frame side in pixels (even)")
+    parser.add_argument("--long", metavar="FRAMES", default=None,
+                        help="long videos of FRAMES frames, or of a length drawn from MIN-MAX (e.g. 64-256), whose "
+                             "evidence lies only in a known segment, recorded in the manifest (plain variant)")
     return parser
 
 
+def frame_range(text: str) -> tuple[int, int]:
+    """`128` or `64-256` as the (min, max) frames of a long video."""
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ConfigError(f"--long takes FRAMES or MIN-MAX frames (e.g. 64-256), got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.long is not None:
+        if args.variant != "plain":
+            raise ConfigError(f"--long writes the plain variant only, got --variant {args.variant}")
+        lengths = frame_range(args.long)
+        manifest = write_long_benchmark(args.out, args.videos, args.seed, lengths, codec=CODECS[args.codec],
+                                        size=args.size, task=args.task)
+        print(f"wrote {args.videos} long {args.task} {args.codec} videos of {args.long} frames with their evidence "
+              f"segments, {args.size}x{args.size}, to {args.out / 'videos'} and their manifest {manifest}")
+        return 0
     manifest = write_benchmark(args.out, args.videos, args.seed, codec=CODECS[args.codec], variant=args.variant,
                                frames=args.frames, size=args.size, task=args.task)
     print(f"wrote {args.videos} {args.task} {args.variant} {args.codec} videos of {args.frames} frames, "

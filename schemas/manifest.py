@@ -1,4 +1,5 @@
-"""The manifest contract (DESIGN.md section 10): one row per video to evaluate, with optional label and boxes.
+"""The manifest contract (DESIGN.md section 10): one row per video to evaluate, with optional label, boxes and the
+segment of frames that holds the class's evidence (a long video's ground truth for time).
 
 Pure data and validation; reading and writing files lives in engine/manifests.py.
 """
@@ -14,16 +15,17 @@ from pathlib import Path
 
 import pyarrow as pa
 
-MANIFEST_VERSION = 1
-MANIFEST_COLUMNS = ("video_id", "path", "label", "boxes")
+MANIFEST_VERSION = 2  # 2: segment
+MANIFEST_COLUMNS = ("video_id", "path", "label", "boxes", "segment")
 REQUIRED_COLUMNS = ("video_id", "path")
 MANIFEST_SCHEMA = pa.schema(
     [pa.field("video_id", pa.string(), nullable=False), pa.field("path", pa.string(), nullable=False),
-     pa.field("label", pa.int64()), pa.field("boxes", pa.string())],
+     pa.field("label", pa.int64()), pa.field("boxes", pa.string()), pa.field("segment", pa.string())],
     metadata={"aosa.manifest.version": str(MANIFEST_VERSION)},
 )
 
 Box = tuple[int, float, float, float, float]  # (frame, x0, y0, x1, y1): source pixels, x1/y1 exclusive
+Segment = tuple[int, int]  # [first, end) frames, counted like boxes' frames (from the run's --start)
 
 
 class ManifestError(ValueError):
@@ -36,7 +38,8 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One video: id, absolute path, 0-based class label (None: unknown) and boxes (None: not annotated).
+    """One video: id, absolute path, 0-based class label (None: unknown), boxes (None: not annotated) and the
+    segment [first, end) of frames holding the evidence (None: not annotated).
 
     Construction normalizes numeric types (numpy scalars, integral floats) and rejects invalid values.
     """
@@ -45,6 +48,7 @@ class ManifestRow:
     path: Path
     label: int | None = None
     boxes: tuple[Box, ...] | None = None
+    segment: Segment | None = None
 
     def __post_init__(self) -> None:
         check_text("video_id", self.video_id)
@@ -53,11 +57,14 @@ class ManifestRow:
         object.__setattr__(self, "path", Path(self.path))
         object.__setattr__(self, "label", parse_label(self.label))
         object.__setattr__(self, "boxes", normalize_boxes(self.boxes))
+        object.__setattr__(self, "segment", parse_segment(self.segment))
 
     def to_record(self) -> dict[str, object]:
         """The row as MANIFEST_SCHEMA values (boxes as JSON text)."""
         boxes = None if self.boxes is None else json.dumps([list(box) for box in self.boxes])
-        return {"video_id": self.video_id, "path": str(self.path), "label": self.label, "boxes": boxes}
+        segment = None if self.segment is None else json.dumps(list(self.segment))
+        return {"video_id": self.video_id, "path": str(self.path), "label": self.label, "boxes": boxes,
+                "segment": segment}
 
 
 def check_text(column: str, value: object) -> None:
@@ -96,6 +103,25 @@ def parse_label(value: object) -> int | None:
     if label < 0:
         raise ManifestError("label", f"must be at least 0, got {label}")
     return label
+
+
+def parse_segment(value: object) -> Segment | None:
+    """A segment cell (JSON text or a sequence [first, end]) as integer frames with 0 <= first < end; None when
+    empty. Whether it lies inside the video is known only once the video is decoded."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ManifestError("segment", f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    frames = [None if isinstance(v, str) else _integer(v) for v in value] if isinstance(value, Sequence) else []
+    if isinstance(value, (str, bytes)) or len(frames) != 2 or None in frames:
+        raise ManifestError("segment", f"must be [first, end], two integer frames, got {value!r}")
+    first, end = frames
+    if not 0 <= first < end:
+        raise ManifestError("segment", f"needs 0 <= first < end (end exclusive), got [{first}, {end}]")
+    return first, end
 
 
 def normalize_boxes(value: object) -> tuple[Box, ...] | None:

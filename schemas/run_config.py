@@ -64,6 +64,7 @@ class RunConfig:
     start: int = 0
     limit: int | None = None
     retry_errors: bool = False  # resume: compute the units stored as errors again
+    clips: str = "first"  # which clips a unit explains: the first, or every window of the video (check_clips)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -72,9 +73,19 @@ class RunConfig:
 
 
 # What a stored unit's numbers depend on beyond its method's params: a resume must keep them (`config_changes`).
-RESULT_FIELDS = ("model", "start", "decoder", "decode_device", "device", "backend")
+RESULT_FIELDS = ("model", "start", "decoder", "decode_device", "device", "backend", "clips")
 # Method params that choose how a map is computed, not what it is: a resume may change them.
 EXECUTION_PARAMS = ("batch_size", "incremental")
+
+
+def check_clips(text: str) -> str:
+    """`first` (the clip from --start), `all` (every window of the video, a hop of half a clip) or `every:HOP`
+    (every window, HOP frames apart, HOP >= 1); ParamsError otherwise. Whether HOP fits the model's clip length is
+    known once the model is loaded."""
+    mode, _, hop = text.partition(":")
+    if (mode in ("first", "all") and not hop) or (mode == "every" and hop.isdigit() and int(hop) >= 1):
+        return text
+    raise ParamsError(f"--clips takes first, all or every:HOP with HOP a whole number of frames >= 1, got {text!r}")
 
 
 def config_changes(stored: Sequence[Mapping[str, Any]], given: RunConfig) -> list[str]:

@@ -13,10 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 5  # 2: timings gained items and unit (a stage's throughput is items / seconds)
+SCHEMA_VERSION = 6  # 2: timings gained items and unit (a stage's throughput is items / seconds)
                     # 3: metrics gained decoder (the backend and version that decoded the clip)
                     # 4: metrics gained inference (incremental or dense exact occlusion)
                     # 5: metrics gained inference_note and incremental_max_diff (the incremental path's check)
+                    # 6: metrics gained the whole-video columns, clips .. tmass_map (evaluate --clips)
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON = {"format": "json"}  # field metadata: a JSON document; dicts and lists are serialized on write
@@ -81,6 +82,27 @@ METRICS = _schema(
     _optional("inference_note", pa.string()),                 # why dense where incremental was tried or asked for
     _optional("incremental_max_diff", pa.float64()),          # largest |incremental - dense| score over the masks
                                                               # scored both ways; null where none was
+    # A whole-video unit (evaluate --clips all|every:HOP; null for --clips first): target, predicted and score are
+    # the video's (mean window logits); deletion .. spt_frames are its first window's own map's (the clip metrics);
+    # map_path is the stitched (video_frames, H, W) map.
+    _optional("clips", pa.string()),                          # "all" or "every:HOP"
+    _optional("hop", pa.int64()),
+    _optional("video_frames", pa.int64()),                    # frames from --start to the video's end
+    _optional("window_starts", pa.list_(pa.int32())),         # each window's first frame
+    _optional("window_scores", pa.list_(pa.float32())),       # each window's target probability on its own
+    _optional("evidence_span", pa.int64()),                   # frames per span of the evidence curve (a quarter clip)
+    _optional("evidence_curve", pa.list_(pa.float32())),      # drop of the video-level score per span occluded
+    _optional("segment_start", pa.int64()),                   # the manifest's evidence segment [start, end)
+    _optional("segment_end", pa.int64()),
+    _optional("spt_video_hits", pa.int64()),                  # S-PT of the stitched map over every boxed frame
+    _optional("spt_video_frames", pa.int64()),
+    _optional("spt_segment_hits", pa.int64()),                # ... over the boxed frames inside the segment
+    _optional("spt_segment_frames", pa.int64()),
+    _optional("tpt_curve", pa.bool_()),                       # the evidence curve peaks on the segment
+    _optional("tpt_map", pa.bool_()),                         # the stitched map's per-span mass peaks on it
+    _optional("tpt_chance", pa.float64()),                    # share of spans on the segment: either's chance rate
+    _optional("tmass_curve", pa.float64()),                   # share of the curve's positive mass in the segment
+    _optional("tmass_map", pa.float64()),                     # share of the map's positive mass in the segment
     _required("params", pa.string()).with_metadata(JSON),
     _required("created_at", TIMESTAMP),
 )

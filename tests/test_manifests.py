@@ -54,7 +54,7 @@ def test_parquet_carries_the_versioned_schema(tmp_path: Path) -> None:
     write_manifest(_rows(tmp_path.resolve()), tmp_path / "m.parquet")
     schema = pq.read_schema(tmp_path / "m.parquet")
     assert schema.equals(MANIFEST_SCHEMA, check_metadata=False)
-    assert schema.metadata[b"aosa.manifest.version"] == b"1"
+    assert schema.metadata[b"aosa.manifest.version"] == b"2"  # 2: the segment column
 
 
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> None:

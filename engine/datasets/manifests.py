@@ -127,7 +127,7 @@ def _row(path: Path, number: int, record: dict[str, object]) -> ManifestRow:
     """Data row `number` of manifest `path` as a ManifestRow; errors name the file, row and column."""
     try:
         return ManifestRow(video_id=record.get("video_id"), path=_resolve(path, record.get("path")),
-                           label=record.get("label"), boxes=record.get("boxes"))
+                           label=record.get("label"), boxes=record.get("boxes"), segment=record.get("segment"))
     except ManifestError as exc:
         raise ConfigError(f"{path}: row {number}: {exc}") from None
 

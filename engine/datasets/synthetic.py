@@ -131,9 +131,9 @@ def make_scene(rng: np.random.Generator, label: int, frames: int = 16, size: int
     _check_options(label, frames, size, variant, task)
     shift = _pan(rng) if variant == "pan" else np.zeros(2, dtype=int)
     drift = np.arange(frames)[:, None] * shift  # where the content has moved to by frame t
-    background = _background(rng, size + 2 * frames)
+    background = textured_background(rng, size + 2 * frames)
     camera = frames - drift
-    palette = _palette(rng, background)
+    palette = object_palette(rng, background)
     family = TASKS[task]
     sprite = family.target(rng, palette, label)
     corners = _target_corners(rng, family.velocity(rng, label), size - sprite.mask.shape[0], drift)
@@ -142,8 +142,8 @@ def make_scene(rng: np.random.Generator, label: int, frames: int = 16, size: int
     look = partial(family.distractor, rng, palette, label)
     occluders = [_occluder(rng, look, path, sprite)] if variant == "occluded" else []
     count = rng.integers(DISTRACTORS[0], DISTRACTORS[1] + 1) - len(occluders)
-    placed = _place(rng, look, count, size, path, sprite, [home for _, home in occluders])
-    behind, front = (tuple(Track(look, home + _jitter(rng, frames) + drift) for look, home in group)
+    placed = place_distractors(rng, look, count, size, path, sprite, [home for _, home in occluders])
+    behind, front = (tuple(Track(look, home + jitter(rng, frames) + drift) for look, home in group)
                      for group in (placed, occluders))
     return Scene(background, camera, behind, target, front, size)
 
@@ -181,7 +181,7 @@ def _pan(rng: np.random.Generator) -> np.ndarray:
     return np.array(list(DIRECTIONS.values())[rng.integers(len(DIRECTIONS))])
 
 
-def _background(rng: np.random.Generator, side: int) -> np.ndarray:
+def textured_background(rng: np.random.Generator, side: int) -> np.ndarray:
     """uint8 (side,side,3): colour blobs over a random base colour, plus fine grey grain (grey, like the
     objects' texture, so 4:2:0 chroma subsampling leaves it intact)."""
     base = rng.uniform(0.25, 0.75, 3)
@@ -190,7 +190,7 @@ def _background(rng: np.random.Generator, side: int) -> np.ndarray:
     return to_uint8(base + 0.35 * blobs + grain)
 
 
-def _palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+def object_palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
     """The objects' shared colour: each channel 0.3 away from the background's mean, plus a little noise."""
     mean = background.mean(axis=(0, 1)) / 255
     return mean + np.where(mean < 0.5, 0.3, -0.3) + rng.normal(0, 0.05, 3)
@@ -199,7 +199,11 @@ def _palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
 def _target_corners(rng: np.random.Generator, velocity: np.ndarray, room: int, drift: np.ndarray) -> np.ndarray:
     """(T,2) corners moving at `velocity` px/frame, rounded to whole pixels (plus the drift), each in
     [0, room] so that the target stays inside the frame throughout."""
-    offsets = np.rint(np.arange(len(drift))[:, None] * velocity).astype(int) + drift
+    return placed_corners(rng, np.rint(np.arange(len(drift))[:, None] * velocity).astype(int) + drift, room)
+
+
+def placed_corners(rng: np.random.Generator, offsets: np.ndarray, room: int) -> np.ndarray:
+    """(T,2) integer `offsets` moved to a random place where every corner lies in [0, room]."""
     low, high = -offsets.min(axis=0), room - offsets.max(axis=0)
     return rng.integers(low, high + 1) + offsets
 
@@ -212,8 +216,8 @@ def _occluder(rng: np.random.Generator, look: Callable[[], Sprite], path: np.nda
     return sprite, path[moment] + (target.mask.shape[0] - sprite.mask.shape[0]) // 2
 
 
-def _place(rng: np.random.Generator, look: Callable[[], Sprite], count: int, size: int, path: np.ndarray,
-           target: Sprite, homes: list[np.ndarray]) -> list[tuple[Sprite, np.ndarray]]:
+def place_distractors(rng: np.random.Generator, look: Callable[[], Sprite], count: int, size: int,
+                      path: np.ndarray, target: Sprite, homes: list[np.ndarray]) -> list[tuple[Sprite, np.ndarray]]:
     """Up to `count` distractors `look()` at random homes inside frame 0, clear of the target's path and of
     `homes`."""
     taken = [_swept(path, target.mask.shape[0])] + [_swept(home[None], SIDE[1]) for home in homes]
@@ -243,7 +247,7 @@ def _overlaps(corner: np.ndarray, side: int, box: np.ndarray) -> bool:
     return bool(np.all(corner < box[2:]) and np.all(corner + side > box[:2]))
 
 
-def _jitter(rng: np.random.Generator, frames: int) -> np.ndarray:
+def jitter(rng: np.random.Generator, frames: int) -> np.ndarray:
     """(T,2) offsets: all zero (static) or each -1, 0 or 1 (jitter), at even odds."""
     if rng.random() < 0.5:
         return np.zeros((frames, 2), dtype=int)
@@ -262,6 +266,11 @@ def _paste(frame: np.ndarray, sprite: Sprite, corner: np.ndarray) -> None:
     frame[y0:y1, x0:x1][mask] = sprite.pixels[y0 - y:y1 - y, x0 - x:x1 - x][mask]
 
 
+# Draws one video of a label from an rng: uint8 (T,H,W,3) frames, the target's box per frame and, for videos whose
+# evidence lies in a known segment of frames, that segment [first, end) (else None).
+Render = Callable[[np.random.Generator, int], tuple[np.ndarray, list[tuple[int, int, int, int]], tuple[int, int] | None]]
+
+
 def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", variant: str = "plain",
                     frames: int = 16, size: int = 112, task: str = "motion") -> Path:
     """Write `videos` clips of `task` (labels cycling through its classes) to out/videos and out/manifest.csv
@@ -270,6 +279,14 @@ def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", v
     Video i is drawn from default_rng([seed, i]): the same seed gives the same manifest bytes and frames.
     Files are named <variant>-<seed>-<i>, prefixed with the task unless it is "motion".
     """
+    return write_videos(out, videos, seed, codec, size, task, variant,
+                        lambda rng, label: (*render_clip(rng, label, frames, size, variant, task), None))
+
+
+def write_videos(out: Path, videos: int, seed: int, codec: str, size: int, task: str, name: str,
+                 render: Render) -> Path:
+    """Write `videos` videos drawn by `render` (labels cycling through the task's classes) as <name>-<seed>-<i>
+    (prefixed with the task unless it is "motion") under out/videos, and out/manifest.csv; return its path."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if codec not in ENCODERS:
@@ -280,7 +297,7 @@ def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", v
         raise ConfigError(f"size must be even (4:2:0 video), got {size}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    records = [_write_video(out, codec, variant, task, seed, index, frames, size) for index in range(videos)]
+    records = [_write_video(out, codec, name, task, seed, index, render) for index in range(videos)]
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
@@ -289,17 +306,18 @@ def write_benchmark(out: Path, videos: int, seed: int, codec: str = "libx264", v
     return manifest
 
 
-def _write_video(out: Path, codec: str, variant: str, task: str, seed: int, index: int, frames: int,
-                 size: int) -> dict[str, object]:
+def _write_video(out: Path, codec: str, name: str, task: str, seed: int, index: int,
+                 render: Render) -> dict[str, object]:
     """Render video `index` from default_rng([seed, index]), encode it under out/videos and return its
     manifest record."""
     label = index % len(TASKS[task].classes)
-    clip, boxes = render_clip(np.random.default_rng([seed, index]), label, frames, size, variant, task)
+    clip, boxes, segment = render(np.random.default_rng([seed, index]), label)
     prefix = "" if task == "motion" else f"{task}-"
-    relative = f"videos/{prefix}{variant}-{seed}-{index:05d}{ENCODERS[codec][0]}"
+    relative = f"videos/{prefix}{name}-{seed}-{index:05d}{ENCODERS[codec][0]}"
     (write_frames if codec == FRAMES else encode)(out / relative, clip, codec)
     return {"video_id": Path(relative).stem, "path": relative, "label": label,
-            "boxes": json.dumps([[t, *box] for t, box in enumerate(boxes)])}
+            "boxes": json.dumps([[t, *box] for t, box in enumerate(boxes)]),
+            "segment": json.dumps(list(segment)) if segment else None}
 
 
 def encode(path: Path, frames: np.ndarray, codec: str = "libx264") -> None:

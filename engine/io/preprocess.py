@@ -5,6 +5,7 @@ ClipGeometry records the resize and crop so boxes given in source pixels (a mani
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from aosa.engine.errors import VideoError
-from aosa.engine.io.video import VideoInfo, decode_clip, probe_video
+from aosa.engine.io.video import VideoInfo, decode_clip, probe_video, stream_decoder, stream_frames
 from aosa.schemas.manifest import ManifestRow
 from aosa.schemas.preprocessing import Preprocessing
 
@@ -115,6 +116,27 @@ def load_clip(path: Path | str, prep: Preprocessing, start: int = 0, backend: st
     frames, geometry = resize_and_crop(decoded.frames, prep.size, name=info.path)
     return Clip(frames=frames, tensor=normalize(frames, prep.mean, prep.std), geometry=geometry, info=info,
                 decoder=decoded.decoder)
+
+
+def load_video(path: Path | str, prep: Preprocessing, start: int = 0, chunk: int = 64) -> Clip:
+    """Every frame from `start` to the end as model input, decoded once as a stream (PyAV, or Pillow for a frame
+    directory) and resized `chunk` frames at a time, so the source frames of a long video are never held whole."""
+    info = probe_video(path)
+    parts, size, geometry = [], None, None
+    stream = stream_frames(info, start)
+    while batch := list(itertools.islice(stream, chunk)):
+        sizes = {frame.shape for frame in batch} | ({size} if size else set())
+        if len(sizes) > 1:
+            seen = " and ".join(f"{width}x{height}" for height, width, _ in sorted(sizes))
+            raise VideoError(info.path, f"frames change size within the video ({seen})", "bad_resolution")
+        size = batch[0].shape
+        resized, geometry = resize_and_crop(np.stack(batch), prep.size, name=info.path)
+        parts.append(resized)
+    if geometry is None:
+        raise VideoError(info.path, f"has no frames from frame {start} on", "too_few_frames")
+    frames = np.concatenate(parts)
+    return Clip(frames=frames, tensor=normalize(frames, prep.mean, prep.std), geometry=geometry, info=info,
+                decoder=stream_decoder(info))
 
 
 def model_boxes(row: ManifestRow, geometry: ClipGeometry, frames: int) -> list[tuple[int, int, int, int, int]]:

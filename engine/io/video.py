@@ -256,19 +256,42 @@ def _shortage(info: VideoInfo, available: int, start: int, count: int, damaged: 
 def _pyav_frames(info: VideoInfo, start: int, count: int) -> np.ndarray:
     """Decode with PyAV only as far as frame start+count; any pixel format becomes rgb24."""
     frames: list[np.ndarray] = []
-    seen, damaged = 0, False
+    seen, damaged = 0, [False]
+    for seen, frame in enumerate(_pyav_decoded(info, damaged), start=1):
+        if seen > start:
+            frames.append(rgb_frame(frame))
+        if seen == start + count:
+            return np.stack(frames)
+    raise _shortage(info, seen, start, count, damaged[0])
+
+
+def _pyav_decoded(info: VideoInfo, damaged: list[bool]) -> Iterator[av.VideoFrame]:
+    """Every decoded frame of the first video stream, in order; `damaged[0]` turns True at a corrupt packet."""
     with _av_errors(info.path, "decode_error", "decoding failed"), _open(info.path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for packet in container.demux(stream):
-            damaged |= packet.is_corrupt
-            for frame in packet.decode():
-                if seen >= start:
-                    frames.append(rgb_frame(frame))
-                seen += 1
-                if seen == start + count:
-                    return np.stack(frames)
-    raise _shortage(info, seen, start, count, damaged)
+            damaged[0] |= packet.is_corrupt
+            yield from packet.decode()
+
+
+def stream_decoder(info: VideoInfo) -> str:
+    """Provenance of the frames `stream_frames` gives for this file."""
+    return frame_dir.decoder_name() if info.codec == frame_dir.CODEC else decoder_name("pyav")
+
+
+def stream_frames(info: VideoInfo, start: int = 0) -> Iterator[np.ndarray]:
+    """Frames from `start` to the end, one uint8 (H,W,3) RGB frame at a time, so a long video is never held whole:
+    PyAV for a file, Pillow for a frame directory (decoder_name("pyav") or frames.decoder_name() made them)."""
+    if start < 0:
+        raise ConfigError(f"need start >= 0, got {start}")
+    if info.codec == frame_dir.CODEC:
+        for path in frame_dir.frame_files(info.path)[start:]:
+            yield frame_dir.read_frame(path)
+        return
+    for seen, frame in enumerate(_pyav_decoded(info, [False])):
+        if seen >= start:
+            yield rgb_frame(frame)
 
 
 def _intact_packets(info: VideoInfo, limit: int) -> tuple[int, bool]:

@@ -24,6 +24,7 @@ from aosa.engine.errors import ConfigError
 from aosa.engine.runtime.pool import ActorPool
 from aosa.engine.runtime.recorder import UnitRecorder
 from aosa.engine.runtime.video_units import VideoUnits
+from aosa.engine.runtime.whole import clips_hop
 from aosa.engine.store.maintenance import discard_unfinished, forget_errors
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.writer import RunWriter
@@ -70,7 +71,13 @@ class Evaluation:
         self.recorder = UnitRecorder(config, store)
         self.device = f'{self.pool.describe["device"]} ({self.pool.describe["backend"]})'
         flow_methods = tuple(sorted({spec.params.flow for spec in config.methods if get_method(spec.name).needs_flow}))
-        self.videos = VideoUnits(config, self.pool, self.recorder, self.pool.describe["num_classes"], flow_methods)
+        try:
+            hop = clips_hop(config.clips, self.pool.describe["preprocessing"].frames)
+        except ConfigError:
+            self.pool.close()
+            raise
+        self.videos = VideoUnits(config, self.pool, self.recorder, self.pool.describe["num_classes"], flow_methods,
+                                 hop)
 
     def __enter__(self) -> Evaluation:
         return self

@@ -63,42 +63,56 @@ def choose_target(model: LoadedModel, clip: torch.Tensor, target: int | None, sc
     return target, predicted, float(target_scores(logits, target, score)[0])
 
 
+class ClipExplainer:
+    """One method on one model, run clip after clip: the explainer (and an occlusion method's scratch memory) is
+    built once, and each map is timed and counted on its own."""
+
+    def __init__(self, model: LoadedModel, method: str, params: MethodParams) -> None:
+        try:
+            self.method_class = get_method(method)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.params = self.method_class.resolve(params)
+        self.counted = CountingModel(model)
+        space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
+        self.explainer = self.method_class(self.counted, self.params, space)
+
+    def run(self, inputs: torch.Tensor, target: int, flow: torch.Tensor | None
+            ) -> tuple[np.ndarray, dict[str, float], Inference | None, int]:
+        """The (T, H, W) float32 map of `inputs` (on the model's device), its timings (method, model_forward,
+        masks), how an exact occlusion map was scored, and the clips it sent through the model."""
+        clips, seconds = self.counted.clips, self.counted.seconds
+        start = time.perf_counter()
+        try:
+            saliency = self.explainer.attribute(inputs, target, flow)
+        except NotIncremental as exc:  # --incremental on with a model it cannot trace: one line naming the op
+            raise ConfigError(f"--incremental on: {exc}") from None
+        timings = {"method": time.perf_counter() - start, "model_forward": self.counted.seconds - seconds}
+        if self.explainer.mask_seconds is not None:
+            timings["masks"] = self.explainer.mask_seconds
+        inference = self.explainer.inference if isinstance(self.explainer, OcclusionMethod) else None
+        n_forward = self.counted.clips - clips + (inference.clips if inference else 0)
+        return saliency.cpu().numpy().astype(np.float32), timings, inference, n_forward
+
+
 def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodParams,
                  target: int | None = None, progress: Progress | None = None) -> Explanation:
     """Explain an already decoded clip; flow is computed only for methods that need it. A method that reports
     progress (STEP's optimizer steps) calls `progress(done, total)`."""
-    try:
-        method_class = get_method(method)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    params = method_class.resolve(params)
-    timings: dict[str, float] = {}
+    runner = ClipExplainer(model, method, params)
+    runner.explainer.progress = progress
     inputs = clip.tensor.to(model.device)
-    target, predicted, score = choose_target(model, inputs, target, params.score)
-    flow, flow_name = None, None
-    if method_class.needs_flow:
+    target, predicted, score = choose_target(model, inputs, target, runner.params.score)
+    flow, flow_name, timings = None, None, {}
+    if runner.method_class.needs_flow:
         start = time.perf_counter()
-        flow_name = resolve_method(params.flow)
+        flow_name = resolve_method(runner.params.flow)
         flow = compute_flow(clip.frames, flow_name)
         timings["flow"] = time.perf_counter() - start
-    counted = CountingModel(model)
-    space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
-    start = time.perf_counter()
-    explainer = method_class(counted, params, space)
-    explainer.progress = progress
-    try:
-        saliency = explainer.attribute(inputs, target, flow)
-    except NotIncremental as exc:  # --incremental on with a model it cannot trace: one line naming the op
-        raise ConfigError(f"--incremental on: {exc}") from None
-    timings["method"] = time.perf_counter() - start
-    timings["model_forward"] = counted.seconds
-    if explainer.mask_seconds is not None:
-        timings["masks"] = explainer.mask_seconds
-    inference = explainer.inference if isinstance(explainer, OcclusionMethod) else None
-    return Explanation(saliency=saliency.cpu().numpy().astype(np.float32), method=method, params=params,
-                       target=target, predicted=predicted, score=score,
-                       n_forward=counted.clips + (inference.clips if inference else 0), flow=flow_name,
-                       timings=timings, inference=inference)
+    saliency, map_timings, inference, n_forward = runner.run(inputs, target, flow)
+    return Explanation(saliency=saliency, method=method, params=runner.params, target=target, predicted=predicted,
+                       score=score, n_forward=n_forward, flow=flow_name, timings=timings | map_timings,
+                       inference=inference)
 
 
 def explain_video(path: Path | str, model: LoadedModel, method: str, params: MethodParams,

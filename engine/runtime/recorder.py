@@ -16,6 +16,7 @@ import torch
 
 from aosa.engine.runtime.explain import inference_fields
 from aosa.engine.runtime.provenance import git_sha, package_versions
+from aosa.engine.runtime.video_metrics import VideoMetrics
 from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
 from aosa.engine.store.buffered import MAX_SECONDS, MAX_UNITS, UnitWriter
 from aosa.engine.store.previews import preview_path
@@ -46,6 +47,7 @@ class FinishedUnit:
     pointing: Pointing | None
     stages: dict[str, Stage]
     flow_seconds: float
+    video: VideoMetrics | None = None  # a whole-video unit's own metrics, beside its first clip's
 
 
 class UnitRecorder:
@@ -83,7 +85,7 @@ class UnitRecorder:
             "spt_hits": pointing.hits if pointing else None, "spt_frames": pointing.frames if pointing else None,
             "seconds_total": unit.flow_seconds + unit.result.busy, "seconds_model": unit.result.seconds,
             "n_forward": unit.result.clips, "map_path": saved.path, "decoder": unit.prepared.decoder,
-            **inference_fields(unit.result.inference),
+            **inference_fields(unit.result.inference), **(unit.video.columns() if unit.video else {}),
             "params": json.dumps(unit.params.to_dict(), sort_keys=True),
         }
         self._write(metrics, unit.stages, saved, self._preview(unit))

@@ -11,9 +11,9 @@ import time
 import ray
 import torch
 
-from aosa.engine.errors import MapError
 from aosa.engine.runtime.pool import ActorPool
 from aosa.engine.runtime.recorder import FinishedUnit, UnitRecorder
+from aosa.engine.runtime.whole_units import require_finite, whole_unit
 from aosa.engine.runtime.workers import Failure, ModelResult, PreparedVideo, Stage
 from aosa.kernels.methods import get_method
 from aosa.kernels.methods.occlusion_base import OcclusionMethod
@@ -34,9 +34,10 @@ class VideoUnits:
     """Runs the pending units of one video at a time on the pool; returns each unit's stored status."""
 
     def __init__(self, config: RunConfig, pool: ActorPool, recorder: UnitRecorder, num_classes: int,
-                 flow_methods: tuple[str, ...]) -> None:
+                 flow_methods: tuple[str, ...], hop: int | None = None) -> None:
         self.config, self.pool, self.recorder = config, pool, recorder
         self.num_classes, self.flow_methods = num_classes, flow_methods
+        self.hop = hop  # None: a unit explains the first clip; else every window of the video, `hop` frames apart
 
     async def run(self, row: ManifestRow, specs: list[MethodSpec]) -> list[str]:
         """All pending units of one video; returns each unit's status. Nothing raised here ends the run: a
@@ -59,12 +60,14 @@ class VideoUnits:
         try:
             # the clip stays in the object store: model actors read it by reference, the driver never holds it
             prepared_ref, clip_ref = self.pool.next_preparer().prepare_by_reference.options(num_returns=2).remote(
-                row, self.flow_methods)
+                row, self.flow_methods, self.hop is not None)
             prepared = await prepared_ref
             failure = prepared if isinstance(prepared, Failure) else label_failure(row, self.num_classes)
             if failure is None:
-                with self.pool.model() as actor:
-                    logits = (await actor.logits.remote(clip_ref)).value
+                with self.pool.model() as actor:  # a whole video's: the mean of its windows' logits
+                    call = actor.logits.remote(clip_ref) if self.hop is None else actor.video_logits.remote(
+                        clip_ref, self.hop)
+                    logits = (await call).value
         except TRANSIENT:
             raise
         except Exception as exc:  # noqa: BLE001 - any exception of one video is that video's error rows
@@ -86,6 +89,8 @@ class VideoUnits:
     async def _unit(self, prepared: PreparedVideo, clip_ref: ray.ObjectRef, logits: torch.Tensor,
                     spec: MethodSpec, first: bool) -> FinishedUnit:
         """Explain one video with one method and score the map."""
+        if self.hop is not None:
+            return await whole_unit(self.pool, self.config, prepared, clip_ref, logits, spec, first, self.hop)
         began = time.perf_counter()
         method = get_method(spec.name)
         params = method.resolve(spec.params)
@@ -97,9 +102,7 @@ class VideoUnits:
         else:
             with self.pool.model() as actor:
                 result = await actor.attribute.remote(spec.name, params, clip_ref, target, flow)
-        if not torch.isfinite(result.value).all():
-            raise MapError(f"{prepared.row.path}: the {spec.key} map has {int((~torch.isfinite(result.value)).sum())}"
-                           " non-finite values (NaN or infinite); it is not scored")
+        require_finite(result.value, prepared, spec)
         explained = time.perf_counter()
         faith = await sharded_faithfulness(self.pool, clip_ref, result.value, target, self.config.metric_batch_size)
         pointing = pointing_game(result.value, prepared.boxes) if prepared.row.boxes is not None else None

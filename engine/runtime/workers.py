@@ -21,6 +21,7 @@ from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.counting import CountingModel
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.models.timing import ReferenceSampler
+from aosa.engine.runtime.whole import load_whole
 from aosa.engine.store.previews import Preview, encode_preview
 from aosa.kernels.incremental import BufferPool, IncrementalModel, incremental_for
 from aosa.kernels.methods import get_method
@@ -92,12 +93,14 @@ class VideoPreparer:
     def __init__(self, preprocessing: Preprocessing, decoder: str = "auto", start: int = 0, device: str = "cpu") -> None:
         self.preprocessing, self.decoder, self.start, self.device = preprocessing, decoder, start, device
 
-    def prepare(self, row: ManifestRow, flow_methods: tuple[str, ...]) -> PreparedVideo | Failure:
-        """Decode the clip and compute each flow; a bad video becomes a Failure, never an exception."""
+    def prepare(self, row: ManifestRow, flow_methods: tuple[str, ...], whole: bool = False) -> PreparedVideo | Failure:
+        """Decode the clip (`whole`: every frame of the video from the start frame, engine.runtime.whole) and compute
+        each flow; a bad video becomes a Failure, never an exception."""
         try:
             began = time.perf_counter()
-            clip = load_clip(row.path, self.preprocessing, start=self.start, backend=self.decoder, device=self.device)
-            boxes = model_boxes(row, clip.geometry, self.preprocessing.frames)
+            clip = (load_clip(row.path, self.preprocessing, start=self.start, backend=self.decoder, device=self.device)
+                    if not whole else load_whole(row, self.preprocessing, self.start))
+            boxes = model_boxes(row, clip.geometry, clip.tensor.shape[1])
             preview = encode_preview(Preview(clip.frames, tuple(boxes), clip.decoder))  # ~10 ms at 16x112x112
             timings = {"decode": time.perf_counter() - began}
             flows = {}
@@ -110,11 +113,11 @@ class VideoPreparer:
         except (AosaError, ValueError, OSError) as exc:
             return Failure.of(exc, row.path)
 
-    def prepare_by_reference(self, row: ManifestRow, flow_methods: tuple[str, ...]
+    def prepare_by_reference(self, row: ManifestRow, flow_methods: tuple[str, ...], whole: bool = False
                              ) -> tuple[PreparedVideo | Failure, torch.Tensor | None]:
         """`prepare`, split in two for a call with `num_returns=2`: the small description for the scheduler,
         and the clip tensor, which stays in the object store for the model actors (the caller owns both)."""
-        prepared = self.prepare(row, flow_methods)
+        prepared = self.prepare(row, flow_methods, whole)
         if isinstance(prepared, Failure):
             return prepared, None
         return dataclasses.replace(prepared, clip=None), prepared.clip.tensor
