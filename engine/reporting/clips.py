@@ -99,7 +99,8 @@ def clip_frames(store: StoreReader, run_id: str, model: str, video_id: str, part
             raise ConfigError(f"{video_id} is not in the manifest {part['manifest']}")
         found = source_frames(part, row)
         if shape is not None and found.frames.shape[:3] != tuple(shape):
-            raise ConfigError(f"the clip holds {found.frames.shape[:3]} frames, the maps {tuple(shape)}")
+            raise ConfigError(f"the maps span {shape[0]} frames of {shape[2]}x{shape[1]}, its clip "
+                              f"{len(found.frames)} of {found.frames.shape[2]}x{found.frames.shape[1]}")
         return found
     except AosaError as exc:
         why = f"The source video is {'missing' if exc.kind == 'missing_file' else 'not shown'} ({exc})"

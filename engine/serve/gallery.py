@@ -19,18 +19,27 @@ from aosa.engine.store.sql import run_select
 
 PAGE_SIZE = 24
 SPT = "spt_hits::DOUBLE / nullif(spt_frames, 0)"
-NOT_METRICS = {"label", "target", "predicted", "spt_hits", "spt_frames"}  # numbers that are no measure of a map
-NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "HUGEINT", "SMALLINT", "DECIMAL")
+FLOATS = ("DOUBLE", "FLOAT", "REAL", "DECIMAL")
 SORTS = ("video", "metric", "gap")
 STATUSES = ("any", "ok", "partial", "error")
 
 
 def metric_columns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Every per-map measure a gallery can sort or filter by, name -> SQL expression: the numeric columns of
-    `metrics` (newer measures too) and `spt`, the share of a clip's frames where the pointing game hits."""
+    """Every per-map measure a gallery can sort or filter by, name -> SQL expression, read off the `metrics` view
+    (so newer measures join by themselves): its floating-point columns, `n_forward`, booleans as 0 or 1, and for
+    each `X_hits` beside an `X_frames` their ratio `X` (`spt`: the share of a clip's frames the pointing game hits)."""
     _, rows = run_select(con, "SELECT column_name, column_type FROM (DESCRIBE metrics)")
-    numeric = {name: f'"{name}"' for name, kind in rows if kind.split("(")[0] in NUMERIC and name not in NOT_METRICS}
-    return {"overall": '"overall"', "spt": SPT, **numeric}
+    kinds = {name: kind.split("(")[0] for name, kind in rows}
+    found = {"overall": '"overall"'}
+    for name, kind in kinds.items():
+        base = name.removesuffix("_hits")
+        if base != name and f"{base}_frames" in kinds:
+            found[base] = f'"{name}"::DOUBLE / nullif("{base}_frames", 0)'
+        elif kind in FLOATS or name == "n_forward":
+            found[name] = f'"{name}"'
+        elif kind == "BOOLEAN":
+            found[name] = f'"{name}"::INTEGER'
+    return found
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from aosa.engine.serve import run_page
 from aosa.engine.serve.gallery import PAGE_SIZE, GalleryQuery, gallery_page, metric_columns
 from aosa.engine.serve.params import not_found, required, store_of
 from aosa.engine.serve.runs_page import has_run, list_runs
-from aosa.engine.serve.video_page import clip_view, other_curves, runs_with_video
+from aosa.engine.serve.video_page import clip_view, other_curves, other_measures, runs_with_video
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: object) -> Response:
@@ -79,5 +79,5 @@ def video(request: Request) -> Response:
     with store.connect() as con:
         others = [pair for pair in runs_with_video(con, video_id) if pair != (run_id, model)]
     return render(request, "video.html", views=views, others=others, compare=compare, other_curves=other_curves,
-                  run_id=run_id, model=model, video_id=video_id)
+                  other_measures=other_measures, run_id=run_id, model=model, video_id=video_id)
 

@@ -23,6 +23,7 @@ SELECT map_path FROM metrics WHERE run_id = ? AND model = ? AND video_id = ? AND
 """
 SHAPE_SQL = "SELECT shape FROM maps WHERE run_id = ? AND model = ? AND video_id = ? LIMIT 1"
 CURVES = ("deletion_curve", "insertion_curve")
+SHOWN = {"deletion_auc", "insertion_auc", "overall", "score", "seconds_total", "seconds_model"}  # in every panel
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,11 @@ class ClipView:
 
     @property
     def facts(self) -> dict[str, Any]:
-        """Label, target, predicted class and the target's score on the clean clip (the same for every unit)."""
+        """Label, target, predicted class and the target's score on the clean clip (the same for every unit), and a
+        whole-video unit's frames, window hop and evidence segment (evaluate --clips)."""
         unit = (self.mapped or self.units)[0]
-        return {key: unit.get(key) for key in ("label", "target", "predicted", "score", "decoder")}
+        return {key: unit.get(key) for key in ("label", "target", "predicted", "score", "decoder", "video_frames",
+                                               "hop", "segment_start", "segment_end")}
 
     def class_name(self, index: int | None) -> str:
         """A class index with its name where the model names its classes."""
@@ -97,8 +100,13 @@ def unit_map(store: StoreReader, run_id: str, model: str, video_id: str, method:
 
 
 def other_curves(unit: dict[str, Any]) -> dict[str, list[float]]:
-    """The unit's list-valued measures beyond deletion and insertion (the hook for whole-video timelines: any
-    newer per-frame or per-span curve column of `metrics` is drawn under the map without a change here)."""
+    """The unit's curves beyond deletion and insertion, its columns that hold lists of floats: a whole-video unit's
+    per-window scores and evidence curve (evaluate --clips), and any later one, are drawn under its map."""
     return {name: value for name, value in unit.items()
-            if name not in CURVES and isinstance(value, list) and value and
-            all(isinstance(item, (int, float)) for item in value)}
+            if name not in CURVES and isinstance(value, list) and value and all(isinstance(v, float) for v in value)}
+
+
+def other_measures(unit: dict[str, Any]) -> dict[str, float | bool]:
+    """The unit's measures beyond those every panel shows: a whole-video unit's temporal pointing and evidence
+    mass (evaluate --clips), and any later float or yes/no column."""
+    return {name: value for name, value in unit.items() if name not in SHOWN and isinstance(value, (float, bool))}
