@@ -34,6 +34,9 @@ def test_install_adds_one_top_level_name(tmp_path: Path) -> None:
     assert sorted(path.name for path in (site / "aosa").iterdir()) == ["engine", "jobs", "kernels", "schemas"]
     assert (site / "aosa" / "engine" / "models" / "weights" / "probe.pth").is_file()
     assert (site / "aosa" / "schemas" / "regression_rules.json").is_file()
+    served = site / "aosa" / "engine" / "serve"  # aosa serve's pages, script and style ship built in the package
+    assert {"base.html", "video.html"} <= {path.name for path in (served / "templates").iterdir()}
+    assert {"player.js", "style.css"} <= {path.name for path in (served / "static").iterdir()}
     probe = "import aosa.jobs.cli, aosa.kernels.methods as m; print(m.__file__)"
     printed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
                              env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout

@@ -135,7 +135,8 @@ videos AS (
            list(DISTINCT error_kind) FILTER (WHERE error_kind IS NOT NULL) AS kinds,
            max(sort_metric) FILTER (WHERE method = $method) AS sort_value,
            max(filter_metric) FILTER (WHERE method = $fmethod) AS filter_value,
-           max(sort_metric) FILTER (WHERE method = $a) AS a_value, max(sort_metric) FILTER (WHERE method = $b) AS b_value,
+           max(sort_metric) FILTER (WHERE method = $a) AS a_value,
+           max(sort_metric) FILTER (WHERE method = $b) AS b_value,
            max(spt) FILTER (WHERE method = $a) AS a_spt, max(spt) FILTER (WHERE method = $b) AS b_spt,
            bool_or(method = $thumb AND status = 'ok') AS has_thumb
     FROM units GROUP BY model, video_id)

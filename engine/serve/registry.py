@@ -40,11 +40,11 @@ def announced(root: Path, url: str) -> Iterator[Path]:
 
 def running_server(root: Path) -> str | None:
     """The address of a live server of the store at `root` on this machine, or None."""
-    folder, key = runtime_dir(), store_key(root)
+    folder, key, store = runtime_dir(), store_key(root), str(Path(root).resolve())
     for path in sorted(folder.glob("server-*.json")) if folder.is_dir() else ():
         with contextlib.suppress(OSError, ValueError, KeyError):
             about = json.loads(path.read_text(encoding="utf-8"))
-            if about["store"] == str(Path(root).resolve()) and _alive(int(about["pid"])) and _answers(about["url"], key):
+            if about["store"] == store and _alive(int(about["pid"])) and _answers(about["url"], key):
                 return str(about["url"])
     return None
 
