@@ -2,7 +2,7 @@
 browser download cannot run here) over a store that `aosa evaluate` filled from both probe tasks. Every page loads
 without a console error; the gallery sorts and filters as the same SQL does; play and step move every panel
 together; the opacity slider changes the pixels; the SQL box refuses what the sandbox refuses; unknown runs, videos
-and paths are 404 pages; off loopback the token is needed.
+and paths are 404 pages; off loopback the token is needed; the evaluation stored a preview of each clip it decoded.
 
 `AOSA_SCREENSHOTS=DIR` saves a screenshot of each page there (the README's come from tests/screenshots)."""
 
@@ -15,10 +15,12 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
 
 from aosa.engine.datasets.manifests import read_manifest, write_manifest
 from aosa.engine.datasets.synthetic import write_benchmark
+from aosa.engine.reporting.clips import run_parts, source_frames
 from aosa.engine.store.query import run_query
 from aosa.engine.store.reader import StoreReader
 from aosa.engine.store.sql import QueryError
@@ -241,3 +243,15 @@ def test_off_loopback_the_server_refuses_a_browser_without_its_token(page, store
         assert page.goto(local).status == 403 and "needs its token" in page.inner_text("#error-message")
         assert page.goto(f"{local}?token={token}").status == 200 and page.inner_text("h1") == "Runs"
         assert page.goto(local + "run?run=motion").status == 200  # the cookie holds the token now
+
+
+def test_evaluate_stores_one_preview_per_clip_it_decoded_matching_the_frames(store):
+    previews = sorted(path.relative_to(store).as_posix() for path in (store / "previews").rglob("*.jpg"))
+    assert len(previews) == 6 and all("lost" not in path for path in previews)  # 2 clips x 3 runs; none failed
+    video = videos_of(store, "motion")[0]
+    with StoreReader(store).connect("motion") as con:
+        (part,) = run_parts(con, "motion")
+    preview = StoreReader(store).load_preview("motion", MOTION, video)
+    decoded = source_frames(part, next(row for row in read_manifest(Path(part["manifest"])) if row.video_id == video))
+    assert np.abs(preview.frames.astype(int) - decoded.frames).mean() < 4
+    assert preview.boxes == decoded.boxes and preview.decoder == decoded.decoder
