@@ -75,6 +75,10 @@ def test_every_page_answers(url, store):
     assert status == 200 and body.count('<canvas class="panel"') == 3
     assert page(url, "/sql")[0] == 200 and page(url, "/health")[0] == 200
     assert page(url, "/static/player.js")[0] == 200
+    for fmt, magic in (("pdf", "%PDF-"), ("png", "\ufffdPNG")):  # the video page's Figure form
+        status, body, headers = page(url, f"/figure.{fmt}", run="alpha", model=MODEL, video=videos[0],
+                                     methods="aosa-approx,random", frames="0,15")
+        assert status == 200 and body.startswith(magic) and "attachment" in headers["content-disposition"]
 
 
 def test_unknown_runs_videos_and_traversal_paths_are_404_pages(url):
