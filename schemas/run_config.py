@@ -73,7 +73,7 @@ class RunConfig:
 
 
 # What a stored unit's numbers depend on beyond its method's params: a resume must keep them (`config_changes`).
-RESULT_FIELDS = ("model", "start", "decoder", "decode_device", "device", "backend", "clips")
+RESULT_FIELDS = ("start", "decoder", "decode_device", "device", "backend", "clips")
 # Method params that choose how a map is computed, not what it is: a resume may change them.
 EXECUTION_PARAMS = ("batch_size", "incremental")
 
@@ -89,17 +89,18 @@ def check_clips(text: str) -> str:
 
 
 def config_changes(stored: Sequence[Mapping[str, Any]], given: RunConfig) -> list[str]:
-    """What `given` changes in the run whose stored configs (oldest first) are `stored`: the RESULT_FIELDS
-    of its latest config, and the params of each method key a config of the same model used ('start 0 -> 8',
-    'aosa: stride 8 -> 16'); empty for a new run. Other options (actors, in flight, limit, ...) may change."""
-    runs = [config for config in stored if "methods" in config]  # a nightly's own rows hold no run config
-    if not runs:
+    """What `given` changes in the run whose stored configs (oldest first) are `stored`, for its model: the
+    RESULT_FIELDS of that model's latest config, and the params of each method key a config of the model used
+    ('start 0 -> 8', 'aosa: stride 8 -> 16'); empty for a new run or a model the run has not stored (its units
+    have keys of their own: one run may hold several models, as the main job's two evidence families). Other
+    options (actors, in flight, limit, ...) may change."""
+    runs = [config for config in stored if config.get("model") == given.model and "methods" in config]
+    if not runs:  # a nightly's own rows hold no run config
         return []
     defaults, now = RunConfig("", "", "", ()).to_dict(), given.to_dict()
     changes = [f"{name} {runs[-1].get(name, defaults[name])!r} -> {now[name]!r}" for name in RESULT_FIELDS
                if runs[-1].get(name, defaults[name]) != now[name]]
-    before = {spec["key"]: spec["params"] for config in runs if config.get("model") == given.model
-              for spec in config["methods"]}
+    before = {spec["key"]: spec["params"] for config in runs for spec in config["methods"]}
     base = MethodParams().to_dict()
     for spec in given.methods:
         if spec.key in before:
