@@ -39,6 +39,7 @@ from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.runtime.explain import choose_target
 from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from aosa.jobs.whole_benchmark import format_whole, whole_benchmark
 from aosa.kernels.anchors import grid_anchors
 from aosa.kernels.incremental import NotIncremental, incremental_for
 from aosa.kernels.incremental.shares import flop_shares
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "s=8 and s=4, batches as large as a plan: how the incremental path scales with masks")
     parser.add_argument("--masks", type=int, default=None,
                         help="score only this many of each occlusion map's masks, evenly spaced (full-size models)")
+    parser.add_argument("--whole", type=Path, default=None, metavar="VIDEO",
+                        help="instead: a whole-video map of VIDEO per window against one clip's map (the first "
+                             "of --methods), decode and flow shared (jobs.whole_benchmark)")
     add_method_options(parser)
     return parser
 
@@ -415,6 +419,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--masks must be at least 1, got {args.masks}")
     model, params = load_model(args.model, args.device), method_params(args)
     backend = use_backend(model, args.backend, params.batch_size, args.engine_cache)
+    if args.whole is not None:
+        report = whole_benchmark(args.whole, model, names[0], params, args.repeats) | {"backend": backend}
+        print(format_whole(report))
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return 0
     report = run_benchmark(model, params, [limited(cls, args.masks) for cls in methods], args.repeats)
     report["masks"], report["backend"] = args.masks, backend
     print(format_report(report))

@@ -115,3 +115,15 @@ def test_frame_directory_streams_as_a_whole_video(tmp_path, model):
     assert video.decoder.startswith("jpeg-frames") and whole.saliency.shape == (20, 112, 112)
     assert [w.start for w in whole.windows] == [0, 4]
     assert Path(video.info.path).name == "frames"
+
+
+def test_whole_benchmark_prints_the_per_window_ratio(tmp_path, capsys):
+    from aosa.jobs.benchmark import main as benchmark
+
+    video = write_video(tmp_path / "v.mp4", moving_square(24, 112, 112))
+    report = tmp_path / "whole.json"
+    assert benchmark(["--model", "probe:motion", "--methods", "gradcam", "--whole", str(video), "--repeats", "1",
+                      "--json", str(report)]) == 0
+    assert "whole video (2 windows, gradcam, median of 1)" in capsys.readouterr().out
+    measured = json.loads(report.read_text())
+    assert measured["ratio"] == pytest.approx(measured["per_window"] / measured["clip"])

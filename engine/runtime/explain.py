@@ -96,10 +96,12 @@ class ClipExplainer:
 
 
 def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodParams,
-                 target: int | None = None, progress: Progress | None = None) -> Explanation:
+                 target: int | None = None, progress: Progress | None = None,
+                 runner: ClipExplainer | None = None) -> Explanation:
     """Explain an already decoded clip; flow is computed only for methods that need it. A method that reports
-    progress (STEP's optimizer steps) calls `progress(done, total)`."""
-    runner = ClipExplainer(model, method, params)
+    progress (STEP's optimizer steps) calls `progress(done, total)`. `runner` (of this method, model and params)
+    keeps its explainer warm from clip to clip; by default each call builds its own."""
+    runner = runner or ClipExplainer(model, method, params)
     runner.explainer.progress = progress
     inputs = clip.tensor.to(model.device)
     target, predicted, score = choose_target(model, inputs, target, runner.params.score)
@@ -117,12 +119,12 @@ def explain_clip(clip: Clip, model: LoadedModel, method: str, params: MethodPara
 
 def explain_video(path: Path | str, model: LoadedModel, method: str, params: MethodParams,
                   target: int | None = None, start: int = 0, decoder: str = "auto",
-                  progress: Progress | None = None) -> tuple[Clip, Explanation]:
-    """Decode the clip of `path` the model expects and explain it."""
+                  progress: Progress | None = None, runner: ClipExplainer | None = None) -> tuple[Clip, Explanation]:
+    """Decode the clip of `path` the model expects and explain it (`runner`: as explain_clip)."""
     began = time.perf_counter()
     clip = load_clip(path, model.preprocessing, start=start, backend=decoder, device=str(model.device))
     decode_seconds = time.perf_counter() - began
-    explanation = explain_clip(clip, model, method, params, target, progress)
+    explanation = explain_clip(clip, model, method, params, target, progress, runner)
     explanation.timings = {"decode": decode_seconds, **explanation.timings,
                            "total": time.perf_counter() - began}
     return clip, explanation
