@@ -6,6 +6,8 @@ come from the video, else the stored preview, else not at all; the nightly repor
 from __future__ import annotations
 
 import http.client
+import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -151,6 +153,11 @@ def test_figure_writes_a_pdf_and_a_png_that_open(store, tmp_path, capsys):
         assert image.size[0] > 600 and np.asarray(image.convert("L")).std() > 20
     pdf = (tmp_path / "fig.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF") and b"/Type /Page" in pdf
+    if shutil.which("pdftoppm"):  # poppler opens it (CI installs it): rendered, the page is the figure, not blank
+        subprocess.run(["pdftoppm", "-png", "-r", "40", "-singlefile", str(tmp_path / "fig.pdf"),
+                        str(tmp_path / "rendered")], check=True, capture_output=True)
+        with Image.open(tmp_path / "rendered.png") as page:
+            assert np.asarray(page.convert("L")).std() > 20
     assert figure_main(["--store", str(store), "--run-id", "alpha", "--videos", videos, "--methods", "osa",
                         "--out", str(tmp_path / "x.png")]) == 2
     assert "has no map of 'osa' in run 'alpha' (maps: aosa-approx, random)" in capsys.readouterr().err
