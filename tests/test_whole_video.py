@@ -127,3 +127,19 @@ def test_whole_benchmark_prints_the_per_window_ratio(tmp_path, capsys):
     assert "whole video (2 windows, gradcam, median of 1)" in capsys.readouterr().out
     measured = json.loads(report.read_text())
     assert measured["ratio"] == pytest.approx(measured["per_window"] / measured["clip"])
+
+
+def test_overlay_colours_only_the_part_of_the_source_the_model_saw():
+    """A 100x200 source is resized to 112x224 and columns 56-167 cropped: only source columns 50-149 (the crop
+    scaled back by 100/112) are coloured; the map's hot half lands on the crop's right."""
+    from aosa.engine.io.preprocess import ClipGeometry
+    from aosa.engine.reporting.overlay_video import source_overlay
+
+    frame = np.full((100, 200, 3), 128, dtype=np.uint8)
+    geometry = ClipGeometry.fit((100, 200), (112, 112))
+    values = np.zeros((112, 112), np.float32)
+    values[:, 56:] = 1.0
+    out = source_overlay(frame, values, geometry, 0.0, 1.0).astype(int)
+    changed = np.abs(out - 128).sum(axis=(0, 2)) > 0
+    assert np.flatnonzero(changed).tolist() == list(range(50, 150))
+    assert out[50, 130, 0] > out[50, 130, 2] and out[50, 70, 2] > out[50, 70, 0]  # red where hot, blue where cold
