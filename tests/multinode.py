@@ -21,12 +21,13 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
+from aosa.engine.runtime.whole_worker import VideoModelWorker  # the class behind engine.runtime.actors.ModelActor
 from aosa.jobs.evaluate import main as evaluate
 
 
 def model_actor_nodes() -> list[str]:
     """Node ids of the live model actors."""
-    actors = list_actors(filters=[("class_name", "=", "ModelWorker"), ("state", "=", "ALIVE")])
+    actors = list_actors(filters=[("class_name", "=", VideoModelWorker.__name__), ("state", "=", "ALIVE")])
     return sorted(actor.node_id for actor in actors)
 
 

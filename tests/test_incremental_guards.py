@@ -5,12 +5,12 @@ scores a few masks per clip both ways, going dense and saying so when they diffe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import ray
@@ -244,8 +244,18 @@ def sharded(actors: list, params: MethodParams, clip: torch.Tensor, flow: torch.
     logits = ray.get(actors[0].logits.remote(clip_ref)).value
     row = ManifestRow("v", Path("/videos/v.mp4"), label=1)
     prepared = PreparedVideo(row, None, tuple(clip.shape), {"farneback": flow}, [])
-    return asyncio.run(sharded_map(SimpleNamespace(models=actors), "aosa", params, AOSA, prepared, clip_ref, logits,
-                                   1, flow))
+    return asyncio.run(sharded_map(EveryActorAPlace(actors), "aosa", params, AOSA, prepared, clip_ref, logits, 1, flow))
+
+
+class EveryActorAPlace:
+    """The pool's side sharded_map uses, each actor a place of its own (as CPU actors are)."""
+
+    def __init__(self, actors: list) -> None:
+        self.models = actors
+
+    @contextlib.contextmanager
+    def shard_actors(self):
+        yield self.models
 
 
 @pytest.fixture(scope="module")
