@@ -50,20 +50,31 @@ SELECT stage, any_value(unit) AS unit, sum(items) AS items, sum(seconds) AS seco
 FROM timings WHERE run_id = ? GROUP BY stage ORDER BY stage
 """
 
-TIME_SQL = """
-SELECT method, model, count(*) AS videos, avg(len(window_starts)) AS windows,
-       avg(tpt_curve::int) AS tpt_curve, 1.96 * stddev_samp(tpt_curve::int) / sqrt(count(tpt_curve)) AS tpt_curve_ci,
-       avg(tpt_map::int) AS tpt_map, 1.96 * stddev_samp(tpt_map::int) / sqrt(count(tpt_map)) AS tpt_map_ci,
-       avg(tpt_chance) AS chance, avg(tmass_curve) AS tmass_curve, avg(tmass_map) AS tmass_map,
-       sum(spt_segment_hits) / nullif(sum(spt_segment_frames), 0) AS spt_segment,
-       sum(spt_video_hits) / nullif(sum(spt_video_frames), 0) AS spt_video, avg(seconds_total) AS seconds_per_video
+TIME_MEASURES = {  # column -> its value per video; NULL or NaN where undefined (no positive mass, no boxed frame)
+    "tpt_curve": "tpt_curve::int", "tpt_map": "tpt_map::int", "tmass_curve": "tmass_curve", "tmass_map": "tmass_map",
+    "spt_segment": "spt_segment_hits::double / nullif(spt_segment_frames, 0)",
+    "spt_video": "spt_video_hits::double / nullif(spt_video_frames, 0)"}
+
+
+def _mean_and_interval(name: str, value: str) -> str:
+    """SQL for the mean of a per-video value over the videos where it is defined, and its 95% interval's half-width
+    (normal approximation): each video counts once, whatever its length."""
+    defined = f"FILTER (WHERE NOT isnan({value}))"
+    return (f"avg({value}) {defined} AS {name}, "
+            f"1.96 * stddev_samp({value}) {defined} / sqrt(count({value}) {defined}) AS {name}_ci")
+
+
+TIME_SQL = f"""
+SELECT method, model, count(*) AS videos, avg(len(window_starts)) AS windows, avg(tpt_chance) AS chance,
+       {", ".join(_mean_and_interval(name, value) for name, value in TIME_MEASURES.items())},
+       avg(seconds_total) AS seconds_per_video
 FROM metrics WHERE run_id = ? AND status = 'ok' AND clips IS NOT NULL GROUP BY method, model ORDER BY method, model
 """
 TIME_COLUMNS = {  # header -> the TIME_SQL columns shown, joined by " +-"
     "videos": ("videos",), "windows": ("windows",), "T-PT curve": ("tpt_curve", "tpt_curve_ci"),
-    "T-PT map": ("tpt_map", "tpt_map_ci"), "chance": ("chance",), "T-mass curve": ("tmass_curve",),
-    "T-mass map": ("tmass_map",), "S-PT segment": ("spt_segment",), "S-PT video": ("spt_video",),
-    "s / video": ("seconds_per_video",)}
+    "T-PT map": ("tpt_map", "tpt_map_ci"), "chance": ("chance",), "T-mass curve": ("tmass_curve", "tmass_curve_ci"),
+    "T-mass map": ("tmass_map", "tmass_map_ci"), "S-PT segment": ("spt_segment", "spt_segment_ci"),
+    "S-PT video": ("spt_video", "spt_video_ci"), "s / video": ("seconds_per_video",)}
 
 DECODERS_SQL = """
 SELECT video_id, array_agg(DISTINCT decoder ORDER BY decoder) AS decoders
@@ -170,7 +181,8 @@ def time_layout(columns: list[str], rows: list[tuple]) -> str:
     body = [[cell["method"], cell["model"]] + [" +-".join(_number(cell[key]) for key in keys)
                                                for keys in TIME_COLUMNS.values()] for cell in cells]
     return ("Whole videos: temporal pointing game (evidence curve and stitched map, chance = share of spans on the "
-            "segment), temporal mass and S-PT (inside the segment, whole video)\n\n"
+            "segment), temporal mass and S-PT (inside the segment, whole video); means over the videos where a measure "
+            "is defined, each video once, +- a 95% interval\n\n"
             + aligned([["method", "model", *TIME_COLUMNS]], body))
 
 
