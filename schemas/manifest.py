@@ -105,16 +105,22 @@ def parse_label(value: object) -> int | None:
     return label
 
 
+def _json_cell(column: str, value: object) -> object:
+    """A cell as written: JSON text parsed, anything else as it is; bad JSON is a ManifestError naming `column`."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(column, f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+
+
 def parse_segment(value: object) -> Segment | None:
     """A segment cell (JSON text or a sequence [first, end]) as integer frames with 0 <= first < end; None when
     empty. Whether it lies inside the video is known only once the video is decoded."""
     if _is_missing(value):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ManifestError("segment", f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    value = _json_cell("segment", value)
     frames = [None if isinstance(v, str) else _integer(v) for v in value] if isinstance(value, Sequence) else []
     if isinstance(value, (str, bytes)) or len(frames) != 2 or None in frames:
         raise ManifestError("segment", f"must be [first, end], two integer frames, got {value!r}")
@@ -128,11 +134,7 @@ def normalize_boxes(value: object) -> tuple[Box, ...] | None:
     """A boxes cell (JSON text or a sequence of [frame, x0, y0, x1, y1]) as checked tuples; None when empty."""
     if _is_missing(value):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ManifestError("boxes", f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    value = _json_cell("boxes", value)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ManifestError("boxes", f"must be a list of [frame, x0, y0, x1, y1], got {value!r}")
     return tuple(_box(number, box) for number, box in enumerate(value, start=1))
