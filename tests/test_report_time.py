@@ -4,6 +4,7 @@ videos where it is defined, and every measure has its 95% interval."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import duckdb
 import pytest
@@ -13,7 +14,7 @@ from aosa.jobs.report import time_layout, time_rows
 VIDEOS = [  # tpt_curve, tpt_map, tmass_curve, tmass_map, spt_segment hits/frames, spt_video hits/frames
     (True, True, 0.5, 0.4, 8, 16, 10, 100),
     (False, True, math.nan, 0.2, 16, 16, 16, 20),  # an evidence curve without positive mass
-    (True, False, 0.9, 0.6, 0, 20, 0, 0),  # no boxed frame outside the segment either: S-PT video undefined
+    (True, False, 0.9, 0.6, 0, 20, 0, 0),  # no frame counted for S-PT video: undefined (rows made up for the SQL)
 ]
 
 
@@ -32,9 +33,7 @@ def con() -> duckdb.DuckDBPyConnection:
 
 def interval(values: list[float]) -> tuple[float, float]:
     """Mean and 95% half-width (normal approximation, sample deviation) of `values`."""
-    mean = sum(values) / len(values)
-    deviation = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
-    return mean, 1.96 * deviation / math.sqrt(len(values))
+    return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def test_time_table_skips_undefined_measures_and_weighs_videos_equally(con):
