@@ -42,6 +42,7 @@ from aosa.jobs.common import add_backend_options, add_method_options, method_par
 from aosa.jobs.whole_benchmark import format_whole, whole_benchmark
 from aosa.kernels.anchors import grid_anchors
 from aosa.kernels.incremental import NotIncremental, incremental_for
+from aosa.kernels.incremental.model import RUN_LABEL
 from aosa.kernels.incremental.shares import flop_shares
 from aosa.kernels.methods import ExplanationMethod, get_method
 from aosa.kernels.methods.occlusion_base import OcclusionMethod
@@ -229,7 +230,8 @@ def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, par
     """The reference stage and the map stages of a method; one untimed recorded map is the warm-up. An exact
     occlusion method gets a dense and (where the model traces) an incremental map, both over the same dense
     forward passes on contiguous batches; `NAME:forwards:fed` replays them in the layout the dense path builds
-    batches in, where that differs (its overhead over them); `NAME` itself is the path the params choose
+    batches in, where that differs (its overhead over them); on a GPU `NAME:incremental` replays its plans as CUDA
+    graphs and `NAME:incremental:eager` runs them op by op; `NAME` itself is the path the params choose
     (`--incremental`, default auto)."""
     name = method_class.name
     space = InputSpace(mean=model.preprocessing.mean, std=model.preprocessing.std)
@@ -246,9 +248,12 @@ def method_stages(method_class: type[ExplanationMethod], model: LoadedModel, par
     if model.batch_format != torch.contiguous_format:  # the dense path feeds another layout: time those passes too
         stages.append(Stage(f"{name}:forwards:fed", forward_passes(model, clip, recorder.batch_sizes,
                                                                    model.batch_format), recorder.clips))
-    for path in ("dense", "incremental"):
-        mode = {"dense": "off", "incremental": "on"}[path]
+    paths = ["dense", "incremental"] + (["incremental:eager"] if model.device.type == "cuda" else [])
+    for path in paths:
+        mode = "off" if path == "dense" else "on"
         method = method_class(model, dataclasses.replace(params, incremental=mode), space)
+        if path == "incremental:eager":
+            method.graphs = None
         try:
             method.attribute(clip, target, flow)  # warm-up; an untraceable model has no incremental stage
         except NotIncremental:
@@ -330,9 +335,21 @@ def memory_metric(device: torch.device) -> str:
             "plus the scratch memory an occlusion method kept from its last map")
 
 
+def _within(event: Any, label: str) -> bool:
+    """The profiled event ran inside a record_function range named `label`."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == label:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
 def operator_counts(run: Callable[[], object], device: torch.device) -> dict[str, int]:
-    """What one call of `run` asks of torch: operator calls made from Python (outermost aten ops), convolutions
-    among them, and CUDA kernels launched (on a GPU the cost of many small operators is their launches)."""
+    """What one call of `run` asks of torch: operator calls made from Python (outermost aten ops), those inside
+    incremental plans' runs (what a CUDA graph records and replays; the rest is planning, checks and the map),
+    convolutions among them, and CUDA kernels launched (on a GPU the cost of many small operators is their
+    launches)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiled:
         run()
@@ -341,7 +358,7 @@ def operator_counts(run: Callable[[], object], device: torch.device) -> dict[str
     events = profiled.events()
     outermost = [event for event in events if event.device_type == DeviceType.CPU and event.name.startswith("aten::")
                  and not (event.cpu_parent and event.cpu_parent.name.startswith("aten::"))]
-    return {"operators": len(outermost),
+    return {"operators": len(outermost), "in_runs": sum(_within(event, RUN_LABEL) for event in outermost),
             "convolutions": sum(event.name in CONVOLUTIONS for event in outermost),
             "kernels": sum(event.device_type == DeviceType.CUDA for event in events)}
 
@@ -363,15 +380,19 @@ def operator_table(model: LoadedModel, params: MethodParams, strides: Sequence[i
         with torch.no_grad():
             local = incremental_for(model, clip, "on", model(clip.unsqueeze(0)))[0].prefix.ops
         rows.append({"model": model.spec, "stride": stride, "masks": len(method.tubes(chosen, clip, flow)),
-                     "local_layers": sum(op.kind != "pointwise" for op in local.values()), **counts})
+                     "local_layers": sum(op.kind != "pointwise" for op in local.values()),
+                     "graphs": bool(method.graphs and method.graphs.applies(clip)), **counts})
     return rows
 
 
 def format_operator_table(rows: list[dict[str, Any]]) -> str:
-    """One line per (model, stride): masks, operator calls, convolutions, CUDA kernels, local layers."""
-    lines = [f"{'model':<22} {'stride':>6} {'masks':>6} {'operators':>10} {'convs':>6} {'kernels':>8} {'local':>6}"]
-    lines += [f"{row['model']:<22} {row['stride']:>6} {row['masks']:>6} {row['operators']:>10} "
-              f"{row['convolutions']:>6} {row['kernels']:>8} {row['local_layers']:>6}" for row in rows]
+    """One line per (model, stride): masks, operator calls (all, and inside plans' runs), convolutions, CUDA
+    kernels, local layers, and whether plans replayed as CUDA graphs (then no run calls an operator)."""
+    lines = [f"{'model':<22} {'stride':>6} {'masks':>6} {'operators':>10} {'in runs':>8} {'convs':>6} {'kernels':>8} "
+             f"{'local':>6} {'graphs':>6}"]
+    lines += [f"{row['model']:<22} {row['stride']:>6} {row['masks']:>6} {row['operators']:>10} {row['in_runs']:>8} "
+              f"{row['convolutions']:>6} {row['kernels']:>8} {row['local_layers']:>6} "
+              f"{'yes' if row['graphs'] else 'no':>6}" for row in rows]
     return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@ Sections print as they end, so a run cut off keeps what it printed; a section th
 is skipped with a line saying so:
   paths      DALI GPU decode against PyAV, CUDA optical flow against the CPU, TensorRT (skipped where missing)
   per map    seconds of an exact AOSA map (r3d_18, s=8, 196 masks) per backend (fp32, TF32, bf16, fp16,
-             compile), dense and incremental, with the ratio to the same plain forward passes
+             compile), dense and incremental (plans replayed as CUDA graphs, and op by op), with the ratio to
+             the same plain forward passes
   operators  torch operator calls and CUDA kernels of one incremental map at s=8 and s=4
   fidelity   each precision's maps against fp32 on the motion and appearance probes (`aosa precision`)
   dataset    `aosa evaluate` of AOSA on r3d_18 over synthetic clips, several model actors sharing the GPU:
@@ -116,7 +117,8 @@ def per_map(backend: str, batch_size: int, cache: Path) -> str:
     parts = [f"passes {passes:.4f} s{fed}"] + [f"{path} {stages[f'aosa:{path}']['seconds']:.4f} s "
                                           f"({stages[f'aosa:{path}']['ratio']:.2f}x passes, "
                                           f"{stages[f'aosa:{path}']['peak_mib']:.0f} MiB)"
-                                          for path in ("dense", "incremental") if f"aosa:{path}" in stages]
+                                          for path in ("dense", "incremental", "incremental:eager")
+                                          if f"aosa:{path}" in stages]
     if "aosa:incremental" not in stages:
         parts.append("incremental: not exact in this precision (dense only)")
     return "; ".join(parts)

@@ -75,4 +75,5 @@ def test_operator_calls_of_an_incremental_map_do_not_grow_with_its_masks(tmp_pat
     assert rows[8]["masks"] == 196 and rows[4]["masks"] == 784
     assert abs(rows[4]["operators"] - rows[8]["operators"]) <= 0.1 * rows[8]["operators"]
     assert rows[4]["convolutions"] == rows[8]["convolutions"] and rows[8]["kernels"] == 0  # no CUDA here
+    assert rows[4]["in_runs"] == rows[8]["in_runs"] > 0 and not rows[8]["graphs"]  # plans run op by op on a CPU
     assert "operators" in capsys.readouterr().out

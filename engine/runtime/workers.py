@@ -23,7 +23,7 @@ from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.models.timing import ReferenceSampler
 from aosa.engine.runtime.whole import load_whole
 from aosa.engine.store.previews import Preview, encode_preview
-from aosa.kernels.incremental import BufferPool, IncrementalModel, incremental_for
+from aosa.kernels.incremental import BufferPool, IncrementalModel, PlanGraphs, incremental_for
 from aosa.kernels.methods import get_method
 from aosa.kernels.metrics import curve_points
 from aosa.kernels.occlusion import Inference, checked_scores
@@ -143,6 +143,7 @@ class IncrementalCache:
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self.pool = BufferPool()
+        self.graphs = PlanGraphs()  # on a GPU: each plan structure captured once, replayed for the clips after
         self._key: tuple[torch.Tensor, str] | None = None
         self._built: tuple[IncrementalModel | None, str | None] = (None, None)
 
@@ -151,7 +152,7 @@ class IncrementalCache:
         dense (kernels.incremental.incremental_for); `logits` (1, classes): the clip's, as this model's backend
         scores it, which the traced module must reproduce."""
         if self._key is None or self._key[1] != mode or not torch.equal(self._key[0], clip):
-            self._built = incremental_for(self.model, clip, mode, logits, self.pool)
+            self._built = incremental_for(self.model, clip, mode, logits, self.pool, self.graphs)
             self._key = (clip, mode)
         return self._built
 

@@ -6,6 +6,7 @@ import torch
 
 from aosa.kernels._utils import module_of
 from aosa.kernels.incremental.buffers import BufferPool
+from aosa.kernels.incremental.graphs import PlanGraphs
 from aosa.kernels.incremental.model import IncrementalModel
 from aosa.kernels.incremental.ops import NotIncremental
 from aosa.kernels.scoring import Model
@@ -17,7 +18,8 @@ AUTO_DEVICES = ("cpu",)  # where `auto` may go incremental: on an H200 it ran 1.
 
 
 def incremental_for(model: Model, clip: torch.Tensor, mode: str, logits: torch.Tensor,
-                    pool: BufferPool | None = None) -> tuple[IncrementalModel | None, str | None]:
+                    pool: BufferPool | None = None,
+                    graphs: PlanGraphs | None = None) -> tuple[IncrementalModel | None, str | None]:
     """The IncrementalModel to score occlusions of the (C, T, H, W) `clip` with, or None for the dense path, and
     why `auto` went dense where it tried (None where it did not try: `off`, or a device `auto` keeps dense).
 
@@ -26,14 +28,15 @@ def incremental_for(model: Model, clip: torch.Tensor, mode: str, logits: torch.T
     MIN_PREFIX_FRACTION of the model's flops.
     `logits` (1, classes), the model's own output on the clip from the backend that scores its batches, guards
     against wrappers that do more than their `.module` (preprocessing, precision): if the traced module disagrees,
-    the model is not incremental. `pool`: the scratch memory to reuse (IncrementalModel).
+    the model is not incremental. `pool`: the scratch memory to reuse, `graphs`: the static plans (CUDA graphs)
+    to replay (IncrementalModel).
     """
     if mode not in MODES:
         raise ValueError(f"unknown incremental mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "off" or (mode == "auto" and clip.device.type not in AUTO_DEVICES):
         return None, None
     try:
-        built = _build(model, clip, logits, pool)
+        built = _build(model, clip, logits, pool, graphs)
     except NotIncremental as reason:
         if mode == "on":
             raise
@@ -44,7 +47,8 @@ def incremental_for(model: Model, clip: torch.Tensor, mode: str, logits: torch.T
     return built, None
 
 
-def _build(model: Model, clip: torch.Tensor, logits: torch.Tensor, pool: BufferPool | None) -> IncrementalModel:
+def _build(model: Model, clip: torch.Tensor, logits: torch.Tensor, pool: BufferPool | None,
+           graphs: PlanGraphs | None) -> IncrementalModel:
     """IncrementalModel of the module behind `model`, which must be what scores its batches and reproduce its
     logits."""
     try:
@@ -54,7 +58,7 @@ def _build(model: Model, clip: torch.Tensor, logits: torch.Tensor, pool: BufferP
     if getattr(model, "scoring_module", module) is not module:
         raise NotIncremental(f"{type(model).__name__} scores batches with a compiled engine or in reduced precision, "
                              "not with the fp32 module incremental occlusion traces")
-    built = IncrementalModel(module, clip, pool=pool)
+    built = IncrementalModel(module, clip, pool=pool, graphs=graphs)
     ours, scale = built.clean_logits, max(1.0, float(logits.detach().abs().max()))
     theirs = logits.detach().to(ours.device, ours.dtype)
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale):

@@ -10,11 +10,15 @@ from torch import fx, nn
 
 from aosa.kernels.incremental.buffers import BufferPool
 from aosa.kernels.incremental.geometry import Tiles
+from aosa.kernels.incremental.graphs import PlanGraphs
 from aosa.kernels.incremental.ops import LocalOp, trace
 from aosa.kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
 from aosa.kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planned, Planner
 from aosa.kernels.incremental.prefix import Prefix, clean_pass, run_node
 from aosa.kernels.tubes import TubeSet
+
+
+RUN_LABEL = "aosa:incremental_run"
 
 
 class IncrementalModel:
@@ -24,14 +28,15 @@ class IncrementalModel:
 
     def __init__(self, module: nn.Module, clip: torch.Tensor, dense_fraction: float = DENSE_FRACTION,
                  cell: tuple[int, int] = CELL, window_bytes: int = WINDOW_BYTES, plan_bytes: int = PLAN_BYTES,
-                 pool: BufferPool | None = None) -> None:
+                 pool: BufferPool | None = None, graphs: PlanGraphs | None = None) -> None:
         self.module, self.clip = module, clip
         self.window_bytes = window_bytes  # gathered windows held at once per layer (the peak of a batch)
         self.pool = pool or BufferPool()  # patch tables, windows, int maps: warm across layers, plans, draws, clips
+        self.graphs = graphs if graphs is not None and graphs.applies(clip) else None  # static plans (CUDA graphs)
         self.prefix: Prefix = clean_pass(module, trace(module), clip)
         self.local = list(self.prefix.ops)
         self.planner = Planner(self.prefix, clip, dense_fraction, cell, plan_bytes)
-        self.frames = self.planner.frames
+        self.frames = {node: kept.to(clip.device) for node, kept in self.planner.frames.items()}  # no copy in a run
         position = {node: index for index, node in enumerate(self.local)}
         self.expiry: dict[int, list[fx.Node]] = {}  # position of a node's last local reader -> the node
         for node in self.local:
@@ -62,10 +67,23 @@ class IncrementalModel:
         as much as a dense batch of `batch_size` clips would hold, whichever is more (one knob for both paths)."""
         return self.planner.plans(tubes, index, (batch_size or 0) * self.clip_bytes)
 
-    @torch.no_grad()
     def logits(self, plan: Plan, value: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Logits (B, classes) of the clip with each planned mask filled with `value` (broadcasts to the clip); the
-        layers after the cut run dense `batch_size` masks at a time (all at once by default)."""
+        layers after the cut run dense `batch_size` masks at a time (all at once by default). Through the worker's
+        static plans where it keeps them (a CUDA graph per plan structure), else eagerly."""
+        if self.graphs is not None:
+            return self.graphs.logits(self, plan, value, batch_size)
+        return self.eager_logits(plan, value, batch_size)
+
+    @torch.no_grad()
+    def eager_logits(self, plan: Plan, value: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """`logits` run op by op. Every shape in it comes from the plan's tensors and the model, and nothing in it
+        waits on the device, so a CUDA graph can record it (graphs.StaticPlan). A plan may carry spare masks after
+        its `count` (boxes has more rows): their tiles are computed and never read."""
+        with torch.profiler.record_function(RUN_LABEL):  # what a profile counts as the plan's run (jobs.benchmark)
+            return self._run(plan, value, batch_size)
+
+    def _run(self, plan: Plan, value: torch.Tensor, batch_size: int | None) -> torch.Tensor:
         prefix, acts = self.prefix, {}
         batch_size = batch_size or plan.count
         window_bytes = max(self.window_bytes, batch_size * self.clip_bytes)  # as much as a dense batch would hold
@@ -82,10 +100,10 @@ class IncrementalModel:
             elif op.kind == "window":
                 values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad)
             elif op.kind == "frames":
-                values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node].to(self.clip.device))
+                values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node])
             else:
                 values = self._merge(op, tiles, acts)
-            acts[node] = Activation(prefix.tables.get(node), tiles, values, plan.count, self.pool, window_bytes)
+            acts[node] = Activation(prefix.tables.get(node), tiles, values, len(plan.boxes), self.pool, window_bytes)
             for expired in self.expiry.get(position, ()):
                 del acts[expired]  # memory: clean activations plus the patches still to be read
         return self._dense_rest(plan, acts, batch_size)

@@ -65,7 +65,7 @@ def changed_outputs(incremental: IncrementalModel, tubes: TubeSet,
         elif op.kind == "pointwise":
             changed[node] = changed[op.inputs[0]]
         elif op.kind == "frames":
-            changed[node] = changed[op.inputs[0]][:, :, incremental.frames[node]]
+            changed[node] = changed[op.inputs[0]][:, :, incremental.planner.frames[node]]
         elif op.kind == "window":
             source = changed[op.inputs[0]]
             pads = window_padding(op.window, tuple(source.shape[2:]), shape)

@@ -8,7 +8,7 @@ from abc import abstractmethod
 import torch
 
 from aosa.kernels.fills import Fill, make_fill
-from aosa.kernels.incremental import BufferPool, incremental_for
+from aosa.kernels.incremental import BufferPool, PlanGraphs, incremental_for
 from aosa.kernels.methods.base import ExplanationMethod
 from aosa.kernels.occlusion import Inference, aggregate, checked_scores
 from aosa.kernels.scoring import Model, target_scores
@@ -25,7 +25,8 @@ class OcclusionMethod(ExplanationMethod):
     forwards. After attribute(), `inference` says which ran, why dense where incremental was tried, the largest
     difference checked, and how many occluded clips it scored without a call of the model (so callers counting
     the model's calls can count every clip). The instance keeps the incremental path's scratch memory for its
-    next clip (BufferPool).
+    next clip (BufferPool), and on a GPU its plans as CUDA graphs replayed for the next clips (PlanGraphs; None
+    runs every plan op by op).
     """
 
     inference: Inference | None = None
@@ -33,6 +34,7 @@ class OcclusionMethod(ExplanationMethod):
     def __init__(self, model: Model, params: MethodParams | None = None, space: InputSpace | None = None) -> None:
         super().__init__(model, params, space)
         self.pool = BufferPool()
+        self.graphs: PlanGraphs | None = PlanGraphs()
 
     @classmethod
     @abstractmethod
@@ -51,6 +53,7 @@ class OcclusionMethod(ExplanationMethod):
         with torch.no_grad():
             logits = self.model(inputs.unsqueeze(0))
         base = target_scores(logits, target, score.kind)[0]
-        fast, note = incremental_for(self.model, inputs, self.params.incremental, logits, self.pool)
+        fast, note = incremental_for(self.model, inputs, self.params.incremental, logits, self.pool,
+                                     self.graphs)
         occluded, self.inference = checked_scores(score, inputs, tubes, fill, None, self.params.batch_size, fast, note)
         return aggregate(tubes, base - occluded, self.params.aggregate)
