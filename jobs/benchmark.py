@@ -25,8 +25,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import psutil
 import torch
 from torch.autograd import DeviceType
@@ -38,7 +36,9 @@ from aosa.engine.models.counting import CountingModel
 from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.loading import LoadedModel, load_model
 from aosa.engine.runtime.explain import choose_target
+from aosa.jobs.benchmark_clips import normalized_clip, synthetic_video
 from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
+from aosa.jobs.graph_benchmark import format_graphs, graph_benchmark
 from aosa.jobs.whole_benchmark import format_whole, whole_benchmark
 from aosa.kernels.anchors import grid_anchors
 from aosa.kernels.incremental import NotIncremental, incremental_for
@@ -72,39 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--whole", type=Path, default=None, metavar="VIDEO",
                         help="instead: a whole-video map of VIDEO per window against one clip's map (the first "
                              "of --methods), decode and flow shared (jobs.whole_benchmark)")
+    parser.add_argument("--graph-clips", type=int, default=None, metavar="N",
+                        help="instead: incremental AOSA maps of N different clips through one worker's static plans "
+                             "(CUDA graphs on a GPU) against op by op: captures, padding, seconds "
+                             "(jobs.graph_benchmark)")
     add_method_options(parser)
     return parser
-
-
-def synthetic_video(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """uint8 (T,H,W,3): a textured background panning 1 px/frame and a textured square crossing it diagonally."""
-    rng = np.random.default_rng(seed)
-    background = _texture(rng, height, width + frames, cell=12)
-    side = max(4, min(height, width) // 4)
-    square = _texture(rng, side, side, cell=4)[..., ::-1]
-    margin = min(height, width) // 8
-    ys = np.linspace(margin, height - side - margin, frames).round().astype(int)
-    xs = np.linspace(margin, width - side - margin, frames).round().astype(int)
-    video = np.stack([background[:, frames - t:frames - t + width] for t in range(frames)])
-    for t, (y, x) in enumerate(zip(ys, xs)):
-        video[t, y:y + side, x:x + side] = square
-    return video
-
-
-def _texture(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
-    """uint8 (H,W,3): smooth colour blobs about `cell` px wide plus fine grain, so flow has structure to track."""
-    coarse = rng.uniform(0, 255, (height // cell + 2, width // cell + 2, 3)).astype(np.float32)
-    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
-
-
-def normalized_clip(video: np.ndarray, model: LoadedModel) -> torch.Tensor:
-    """(C,T,H,W) float32 on the model's device, normalized with the model's mean and std."""
-    prep = model.preprocessing
-    pixels = torch.from_numpy(video).float().div(255).permute(3, 0, 1, 2)
-    mean = torch.tensor(prep.mean).view(3, 1, 1, 1)
-    std = torch.tensor(prep.std).view(3, 1, 1, 1)
-    return ((pixels - mean) / std).contiguous().to(model.device)
 
 
 class _CudaPeak:
@@ -440,6 +413,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--masks must be at least 1, got {args.masks}")
     model, params = load_model(args.model, args.device), method_params(args)
     backend = use_backend(model, args.backend, params.batch_size, args.engine_cache)
+    if args.graph_clips is not None:
+        if args.graph_clips < 1:
+            raise ConfigError(f"--graph-clips must be at least 1, got {args.graph_clips}")
+        report = graph_benchmark(model, params, args.graph_clips) | {"backend": backend}
+        print(format_graphs(report))
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return 0
     if args.whole is not None:
         report = whole_benchmark(args.whole, model, names[0], params, args.repeats) | {"backend": backend}
         print(format_whole(report))

@@ -7,6 +7,8 @@ is skipped with a line saying so:
              compile), dense and incremental (plans replayed as CUDA graphs, and op by op), with the ratio to
              the same plain forward passes
   operators  torch operator calls and CUDA kernels of one incremental map at s=8 and s=4
+  graphs     incremental maps of GRAPH_CLIPS different clips replayed as CUDA graphs against op by op: captures,
+             padding, seconds, agreement (`aosa benchmark --graph-clips`)
   fidelity   each precision's maps against fp32 on the motion and appearance probes (`aosa precision`)
   dataset    `aosa evaluate` of AOSA on r3d_18 over synthetic clips, several model actors sharing the GPU:
              maps per second, the GPU's busy fraction (NVML), every stage's busy seconds, the run's device row
@@ -35,16 +37,18 @@ from aosa.engine.models.loading import load_model
 from aosa.engine.runtime.gpu_usage import GpuBusy
 from aosa.jobs import evaluate, precision, query, report
 from aosa.jobs.benchmark import format_operator_table, operator_table, run_benchmark
+from aosa.jobs.graph_benchmark import format_graphs, graph_benchmark
 from aosa.jobs.common import run_guarded
 from aosa.kernels.methods import AOSA
 from aosa.schemas.method_params import MethodParams
 
 DEVICE = "cuda"
 SPEED_MODEL = "torchvision:r3d_18"
+MAP_STRIDE = 8  # anchor stride of every map the check times or compares (s=8: 196 masks at 112 px)
 SPEED_BACKENDS = (("eager", 64), ("eager-tf32", 16), ("eager-tf32", 64), ("eager-tf32", 196), ("eager-bf16", 64),
                   ("eager-fp16", 64), ("compile-tf32", 64), ("compile-bf16", 64))
 FIDELITY_BACKENDS = "eager-tf32,eager-bf16,eager-fp16"
-FIDELITY_CLIPS, DATASET_CLIPS = 50, 200
+FIDELITY_CLIPS, DATASET_CLIPS, GRAPH_CLIPS = 50, 200, 12
 DATASET_BACKEND, DATASET_DECODE_ACTORS = "eager-tf32", 6
 Result = tuple[str, str, str]  # status, seconds, detail
 
@@ -111,7 +115,8 @@ def per_map(backend: str, batch_size: int, cache: Path) -> str:
     the same passes on batches in the dense path's layout, where that is not contiguous)."""
     model = load_model(SPEED_MODEL, DEVICE)
     use_backend(model, backend, batch_size, cache)
-    stages = run_benchmark(model, MethodParams(batch_size=batch_size), [AOSA], repeats=3)["stages"]
+    params = MethodParams(stride=MAP_STRIDE, batch_size=batch_size)
+    stages = run_benchmark(model, params, [AOSA], repeats=3)["stages"]
     passes = stages["aosa:forwards"]["seconds"]
     fed = f" (fed {stages['aosa:forwards:fed']['seconds']:.4f} s)" if "aosa:forwards:fed" in stages else ""
     parts = [f"passes {passes:.4f} s{fed}"] + [f"{path} {stages[f'aosa:{path}']['seconds']:.4f} s "
@@ -132,13 +137,23 @@ def operators() -> str:
     return "table above"
 
 
+def graphs() -> str:
+    """Incremental fp32 AOSA maps of GRAPH_CLIPS clips on r3d_18 through CUDA graphs and op by op."""
+    report = graph_benchmark(load_model(SPEED_MODEL, DEVICE), MethodParams(batch_size=64), GRAPH_CLIPS)
+    print(format_graphs(report), flush=True)
+    if report["max_map_difference"] > 1e-3:
+        raise AosaError(f"graph replays differ from op-by-op maps by {report['max_map_difference']:.3g}")
+    return "lines above"
+
+
 def fidelity(folder: Path, out: Path | None) -> str:
     """`aosa precision` on FIDELITY_CLIPS clips of each probe task (frame directories: no FFmpeg needed)."""
     for task in ("motion", "appearance"):
         manifest = write_benchmark(folder / f"fidelity-{task}", FIDELITY_CLIPS, seed=11, codec=FRAMES, task=task)
         json_out = ["--json", str(out / f"precision-{task}.json")] if out else []
         code = precision.main(["--manifest", str(manifest), "--model", f"probe:{task}", "--backends",
-                               FIDELITY_BACKENDS, "--limit", str(FIDELITY_CLIPS), "--device", DEVICE, *json_out])
+                               FIDELITY_BACKENDS, "--limit", str(FIDELITY_CLIPS), "--device", DEVICE,
+                               "--stride", str(MAP_STRIDE), *json_out])
         if code:
             raise AosaError(f"aosa precision exited with {code} on the {task} probe")
     return "tables above"
@@ -196,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
             report_row("fidelity", 90, lambda: fidelity(folder, args.out))
         if "operators" in sections:
             report_row("operator counts", 40, operators)
+        if "graphs" in sections:
+            report_row("CUDA graphs over clips", 40, graphs)
         for backend, batch_size in [entry for entry in maps if entry not in eager] if "maps" in sections else ():
             report_row(f"map {backend} b={batch_size}", 90, lambda b=backend, n=batch_size: per_map(b, n, cache))
     return failures
@@ -209,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=450, help="seconds; sections that would overrun are skipped")
     parser.add_argument("--model-actors", default="2,4",
                         help="model actors sharing the GPU in the dataset run; one run per entry")
-    parser.add_argument("--sections", default="dataset,maps,fidelity,operators", help="which sections to run")
+    parser.add_argument("--sections", default="dataset,maps,fidelity,operators,graphs",
+                        help="which sections to run")
     parser.add_argument("--maps", default=",".join(f"{backend}:{size}" for backend, size in SPEED_BACKENDS),
                         help="BACKEND:BATCH entries of the per-map table")
     parser.add_argument("--out", type=Path, default=None, help="folder for the fidelity JSON files")

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
 
 import torch
 
 from aosa.kernels.incremental.buffers import BufferPool
 from aosa.kernels.incremental.geometry import Tiles
+from aosa.kernels.incremental.model import IncrementalModel
 from aosa.kernels.incremental.planning import Plan
-
-if TYPE_CHECKING:
-    from aosa.kernels.incremental.model import IncrementalModel
 
 HEADROOM = 1.1  # capacities are this much over the plan that asks for them, so the next clips' plans mostly fit
 BUCKET_STEPS = 8  # capacities are m * 2**k with m in 8..15: at most 12.5% over what was asked for
@@ -195,11 +193,14 @@ class PlanGraphs:
         self.capture = capture
         self.static: OrderedDict[Hashable, StaticPlan] = OrderedDict()
         self.captures = 0  # static plans made (a capture each on a GPU): replays reuse them
+        self.runs = 0
+        self.computed = self.held = 0  # tile positions the plans computed, and their static plans at capacity
 
     def applies(self, clip: torch.Tensor) -> bool:
         return self.capture is False or clip.device.type == "cuda"
 
-    def logits(self, incremental: IncrementalModel, plan: Plan, value: torch.Tensor, batch_size: int | None) -> torch.Tensor:
+    def logits(self, incremental: IncrementalModel, plan: Plan, value: torch.Tensor,
+               batch_size: int | None) -> torch.Tensor:
         """Logits (count, classes) of `plan` through its structure's static plan, made or grown where needed."""
         owned = owned_tiles(plan, incremental, layout(incremental, plan.cut))
         clip = incremental.clip
@@ -215,4 +216,8 @@ class PlanGraphs:
         while len(self.static) > MAX_GRAPHS:
             self.static.popitem(last=False)
         static.load(incremental, plan, value)
+        self.runs += 1
+        volumes = [math.prod(tiles.size) for tiles in owned]
+        self.computed += sum(volume * computed for volume, (_, computed) in zip(volumes, needed))
+        self.held += sum(volume * computed for volume, (_, computed) in zip(volumes, static.capacity))
         return static.run()

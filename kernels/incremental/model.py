@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 from torch import fx, nn
 
 from aosa.kernels.incremental.buffers import BufferPool
 from aosa.kernels.incremental.geometry import Tiles
-from aosa.kernels.incremental.graphs import PlanGraphs
 from aosa.kernels.incremental.ops import LocalOp, trace
 from aosa.kernels.incremental.patches import WINDOW_BYTES, Activation, occluded_input, to_rows
 from aosa.kernels.incremental.planning import CELL, DENSE_FRACTION, PLAN_BYTES, Plan, Planned, Planner
 from aosa.kernels.incremental.prefix import Prefix, clean_pass, run_node
 from aosa.kernels.tubes import TubeSet
 
-
 RUN_LABEL = "aosa:incremental_run"
+
+
+class PlanRunner(Protocol):
+    """What runs a model's plans in its stead where it is given one (graphs.PlanGraphs: CUDA graphs)."""
+
+    def applies(self, clip: torch.Tensor) -> bool: ...
+
+    def logits(self, incremental: IncrementalModel, plan: Plan, value: torch.Tensor,
+               batch_size: int | None) -> torch.Tensor: ...
 
 
 class IncrementalModel:
@@ -28,7 +36,7 @@ class IncrementalModel:
 
     def __init__(self, module: nn.Module, clip: torch.Tensor, dense_fraction: float = DENSE_FRACTION,
                  cell: tuple[int, int] = CELL, window_bytes: int = WINDOW_BYTES, plan_bytes: int = PLAN_BYTES,
-                 pool: BufferPool | None = None, graphs: PlanGraphs | None = None) -> None:
+                 pool: BufferPool | None = None, graphs: PlanRunner | None = None) -> None:
         self.module, self.clip = module, clip
         self.window_bytes = window_bytes  # gathered windows held at once per layer (the peak of a batch)
         self.pool = pool or BufferPool()  # patch tables, windows, int maps: warm across layers, plans, draws, clips
@@ -96,41 +104,17 @@ class IncrementalModel:
                 clean = prefix.tables[node].clean
                 values = occluded_input(clean, fill, plan.boxes, tiles.computed, prefix.shapes[node][1:])
             elif op.kind == "pointwise":
-                values = self._pointwise(op, acts)
+                values = _pointwise(op, acts)
             elif op.kind == "window":
                 values = acts[op.inputs[0]].run_windows(op.run, tiles.computed, op.window, op.pad)
             elif op.kind == "frames":
                 values = acts[op.inputs[0]].frames(tiles.computed, self.frames[node])
             else:
-                values = self._merge(op, tiles, acts)
+                values = _merge(op, tiles, acts)
             acts[node] = Activation(prefix.tables.get(node), tiles, values, len(plan.boxes), self.pool, window_bytes)
             for expired in self.expiry.get(position, ()):
                 del acts[expired]  # memory: clean activations plus the patches still to be read
         return self._dense_rest(plan, acts, batch_size)
-
-    @staticmethod
-    def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:
-        """A pointwise op on its input's patches: in place where nothing else reads them, else into new ones. A
-        module that writes into its input itself (ReLU(inplace=True)) does so, on a copy where something else may
-        read them."""
-        source = op.inputs[0]
-        values = acts[source].values
-        if getattr(op.run, "inplace", False):
-            return op.run(values if _exclusive(source, acts) else values.clone())
-        if op.inplace is not None and _exclusive(source, acts):
-            return op.inplace(values)
-        return op.run(values)
-
-    @staticmethod
-    def _merge(op: LocalOp, tiles: Tiles, acts: dict[fx.Node, Activation]) -> torch.Tensor:
-        """An add or concat on the merge's tiles; an add writes into its first input's patches where nothing else
-        reads them (a residual add: no new patch memory)."""
-        first = op.inputs[0]
-        parts = [acts[source].at(tiles) for source in op.inputs]
-        own = parts[0] is acts[first].values
-        if op.inplace is not None and (not own or _exclusive(first, acts)):
-            return op.inplace(*parts)
-        return op.run(*parts)
 
     def _dense_rest(self, plan: Plan, acts: dict[fx.Node, Activation], batch_size: int) -> torch.Tensor:
         """Materialize the local outputs read past the cut (clean broadcast + tiles) and run the rest of the graph,
@@ -155,6 +139,29 @@ class IncrementalModel:
             for expired in self.dense_expiry.get(position, ()):
                 env.pop(expired, None)  # memory: like the eager forward, only the values still to be read
         raise AssertionError("the traced graph has no output")
+
+
+def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:
+    """A pointwise op on its input's patches: in place where nothing else reads them, else into new ones. A
+    module that writes into its input itself (ReLU(inplace=True)) does so, on a copy where something else may
+    read them."""
+    source = op.inputs[0]
+    values = acts[source].values
+    if getattr(op.run, "inplace", False):
+        return op.run(values if _exclusive(source, acts) else values.clone())
+    if op.inplace is not None and _exclusive(source, acts):
+        return op.inplace(values)
+    return op.run(values)
+
+def _merge(op: LocalOp, tiles: Tiles, acts: dict[fx.Node, Activation]) -> torch.Tensor:
+    """An add or concat on the merge's tiles; an add writes into its first input's patches where nothing else
+    reads them (a residual add: no new patch memory)."""
+    first = op.inputs[0]
+    parts = [acts[source].at(tiles) for source in op.inputs]
+    own = parts[0] is acts[first].values
+    if op.inplace is not None and (not own or _exclusive(first, acts)):
+        return op.inplace(*parts)
+    return op.run(*parts)
 
 
 def _exclusive(node: fx.Node, acts: dict[fx.Node, Activation]) -> bool:
