@@ -60,7 +60,7 @@ def test_a_padded_plan_gives_each_mask_its_logits(factory) -> None:
     assert fits(needed, capacity) and not fits(capacity, capacity)
     value = torch.zeros(3, 1, 1, 1)
     plain = incremental.eager_logits(plan, value)
-    laid = padded(plan, incremental, capacity)
+    laid = padded(plan, incremental, laid_out, capacity)
     assert sizes(owned_tiles(laid, incremental, laid_out)) == capacity and len(laid.boxes) == plan.count + 1
     assert (incremental.eager_logits(laid, value) - plain).abs().max() <= 1e-5
 

@@ -94,10 +94,9 @@ def pad_tiles(tiles: Tiles, capacity: tuple[int, int], spare: int) -> Tiles:
     return Tiles(index, tiles.size, keep, slot)
 
 
-def padded(plan: Plan, incremental: IncrementalModel, capacity: Capacity) -> Plan:
-    """The plan with every layer's tiles grown to `capacity` and one spare mask of empty boxes after its masks:
-    its first `count` logits are the plan's."""
-    laid = layout(incremental, plan.cut)
+def padded(plan: Plan, incremental: IncrementalModel, laid: tuple[int, ...], capacity: Capacity) -> Plan:
+    """The plan (of `layout` laid) with every layer's tiles grown to `capacity` and one spare mask of empty boxes
+    after its masks: its first `count` logits are the plan's."""
     grown_tiles = [pad_tiles(tiles, held, plan.count)
                    for tiles, held in zip(owned_tiles(plan, incremental, laid), capacity)]
     boxes = torch.cat([plan.boxes, plan.boxes.new_zeros(1, *plan.boxes.shape[1:])])
@@ -110,9 +109,10 @@ class StaticPlan:
     fixed capacities and the fill. `capture`: recorded once as a CUDA graph and replayed; otherwise (a CPU, or to
     check the path) run again eagerly from the same buffers, which is what a replay computes."""
 
-    def __init__(self, incremental: IncrementalModel, plan: Plan, value: torch.Tensor, batch_size: int | None,
-                 capacity: Capacity, capture: bool) -> None:
-        self.capacity, self.batch_size, self.capture = capacity, batch_size, capture
+    def __init__(self, incremental: IncrementalModel, plan: Plan, laid: tuple[int, ...], value: torch.Tensor,
+                 batch_size: int | None, capacity: Capacity, capture: bool) -> None:
+        """Buffers made from the clip of `incremental` and its `plan`, already padded to `capacity`."""
+        self.capacity, self.batch_size, self.capture, self.layout = capacity, batch_size, capture, laid
         self.model = copy.copy(incremental)  # its clean rows are copied below: the clip's own stay its own
         tables = {node: copy.copy(table) for node, table in incremental.prefix.tables.items()}
         for table in tables.values():
@@ -121,16 +121,13 @@ class StaticPlan:
         self.model.pool = BufferPool()  # what a captured graph wrote to stays its own
         self.model.graphs = None
         self.model.planner = None  # runs need no planning; it would keep the clip's own rows alive
-        first = padded(plan, incremental, capacity)
-        self.layout = layout(incremental, plan.cut)
-        self.boxes = first.boxes.clone()
+        self.boxes = plan.boxes.clone()
         self.tiles = [(tiles.index.clone(), tiles.keep.clone(), tiles.slot.clone(), tiles.size)
-                      for tiles in owned_tiles(first, incremental, self.layout)]
+                      for tiles in owned_tiles(plan, incremental, laid)]
         self.value = value.clone()
         self.count, self.cut, self.patch_bytes = plan.count, plan.cut, plan.patch_bytes
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out: torch.Tensor | None = None
-        self.captures = 0
 
     def _plan(self) -> Plan:
         """A plan over the static buffers, with Tiles made anew so that nothing derived from them (their computed
@@ -141,12 +138,11 @@ class StaticPlan:
                     self.cut, self.patch_bytes)
 
     def load(self, incremental: IncrementalModel, plan: Plan, value: torch.Tensor) -> None:
-        """Copy the clip's clean rows, the padded plan and the fill into the static buffers."""
+        """Copy the clip's clean rows, its plan (padded to the capacities) and the fill into the static buffers."""
         for node, table in incremental.prefix.tables.items():
             self.model.prefix.tables[node].rows.copy_(table.rows)
-        laid = padded(plan, incremental, self.capacity)
-        self.boxes.copy_(laid.boxes)
-        for (index, keep, slot, _), tiles in zip(self.tiles, owned_tiles(laid, incremental, self.layout)):
+        self.boxes.copy_(plan.boxes)
+        for (index, keep, slot, _), tiles in zip(self.tiles, owned_tiles(plan, incremental, self.layout)):
             index.copy_(tiles.index)
             keep.copy_(tiles.keep)
             slot.copy_(tiles.slot)
@@ -181,7 +177,6 @@ class StaticPlan:
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use the GPU
             self.out = self.model.eager_logits(self._plan(), self.value, self.batch_size)
         self.graph = graph
-        self.captures += 1
 
 
 class PlanGraphs:
@@ -202,7 +197,8 @@ class PlanGraphs:
     def logits(self, incremental: IncrementalModel, plan: Plan, value: torch.Tensor,
                batch_size: int | None) -> torch.Tensor:
         """Logits (count, classes) of `plan` through its structure's static plan, made or grown where needed."""
-        owned = owned_tiles(plan, incremental, layout(incremental, plan.cut))
+        laid = layout(incremental, plan.cut)
+        owned = owned_tiles(plan, incremental, laid)
         clip = incremental.clip
         key = (id(incremental.module), tuple(clip.shape), clip.dtype, plan.count, plan.cut, tuple(plan.boxes.shape),
                tuple(value.shape), value.dtype, batch_size)
@@ -210,12 +206,14 @@ class PlanGraphs:
         needed = sizes(owned)
         if static is None or not fits(needed, static.capacity):
             capacity = grown(needed, static.capacity if static else None)
-            static = StaticPlan(incremental, plan, value, batch_size, capacity, self.capture is not False)
+            static = StaticPlan(incremental, padded(plan, incremental, laid, capacity), laid, value, batch_size,
+                                capacity, self.capture is not False)
             self.captures += 1
+        else:
+            static.load(incremental, padded(plan, incremental, laid, static.capacity), value)
         self.static[key] = static
         while len(self.static) > MAX_GRAPHS:
             self.static.popitem(last=False)
-        static.load(incremental, plan, value)
         self.runs += 1
         volumes = [math.prod(tiles.size) for tiles in owned]
         self.computed += sum(volume * computed for volume, (_, computed) in zip(volumes, needed))

@@ -153,6 +153,7 @@ def _pointwise(op: LocalOp, acts: dict[fx.Node, Activation]) -> torch.Tensor:
         return op.inplace(values)
     return op.run(values)
 
+
 def _merge(op: LocalOp, tiles: Tiles, acts: dict[fx.Node, Activation]) -> torch.Tensor:
     """An add or concat on the merge's tiles; an add writes into its first input's patches where nothing else
     reads them (a residual add: no new patch memory)."""
