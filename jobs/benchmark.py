@@ -14,11 +14,9 @@ import ctypes
 import ctypes.util
 import gc
 import json
-import os
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,6 +33,7 @@ from aosa.engine.io.flow import compute_flow, resolve_method
 from aosa.engine.models.counting import CountingModel
 from aosa.engine.models.backends import describe_device, use_backend
 from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.models.timing import timed
 from aosa.engine.runtime.explain import choose_target
 from aosa.jobs.benchmark_clips import normalized_clip, synthetic_video
 from aosa.jobs.common import add_backend_options, add_method_options, method_params, run_guarded
@@ -132,11 +131,7 @@ class _RssPeak:
 def measure(run: Callable[[], object], device: torch.device) -> tuple[float, int]:
     """Seconds and peak memory growth in bytes of one call of `run` (CUDA work synchronized)."""
     with _CudaPeak(device) if device.type == "cuda" else _RssPeak() as peak:
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
+        seconds, _ = timed(run, device)
     return seconds, peak.bytes
 
 

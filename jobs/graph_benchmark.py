@@ -12,27 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from typing import Any
 
-import torch
 
 from aosa.engine.io.flow import compute_flow, resolve_method
 from aosa.engine.models.loading import LoadedModel
+from aosa.engine.models.timing import timed
 from aosa.engine.runtime.explain import choose_target
 from aosa.jobs.benchmark_clips import normalized_clip, synthetic_video
 from aosa.kernels.incremental import PlanGraphs
 from aosa.kernels.methods import get_method
 from aosa.kernels.space import InputSpace
 from aosa.schemas.method_params import MethodParams
-
-
-def _timed(run, device: torch.device) -> tuple[float, torch.Tensor]:
-    began = time.perf_counter()
-    result = run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - began, result
 
 
 def graph_benchmark(model: LoadedModel, params: MethodParams, clips: int) -> dict[str, Any]:
@@ -52,7 +43,7 @@ def graph_benchmark(model: LoadedModel, params: MethodParams, clips: int) -> dic
         target = choose_target(model, clip, None, params.score)[0]
         maps = {}
         for name, method in (("eager", eager), ("static", static)):
-            elapsed, maps[name] = _timed(lambda method=method: method.attribute(clip, target, flow), model.device)
+            elapsed, maps[name] = timed(lambda method=method: method.attribute(clip, target, flow), model.device)
             seconds[name].append(elapsed)
             dense += method.inference.path != "incremental"
         difference = max(difference, float((maps["static"] - maps["eager"]).abs().max()))

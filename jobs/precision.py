@@ -14,12 +14,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from aosa.engine.datasets.manifests import read_manifest
 from aosa.engine.errors import ConfigError
@@ -27,6 +25,7 @@ from aosa.engine.io.flow import compute_flow, resolve_method
 from aosa.engine.io.preprocess import load_clip, model_boxes
 from aosa.engine.models.backends import BACKENDS, describe_device, use_backend
 from aosa.engine.models.loading import LoadedModel, load_model
+from aosa.engine.models.timing import timed
 from aosa.engine.reporting.intervals import interval, mean_interval
 from aosa.engine.runtime.explain import choose_target
 from aosa.jobs.common import add_method_options, method_params, run_guarded
@@ -80,11 +79,9 @@ def compare_video(row: ManifestRow, models: dict[str, LoadedModel], method: str,
     space = InputSpace(mean=reference.preprocessing.mean, std=reference.preprocessing.std)
     found = {}
     for name, model in models.items():
-        began = time.perf_counter()
-        saliency = explainer(model, params, space).attribute(inputs, target, flow)
-        if saliency.is_cuda:
-            torch.cuda.synchronize(saliency.device)
-        found[name] = (saliency.float(), time.perf_counter() - began,
+        seconds, saliency = timed(lambda model=model: explainer(model, params, space).attribute(inputs, target, flow),
+                                  model.device)
+        found[name] = (saliency.float(), seconds,
                        faithfulness(score, inputs, saliency.float(), batch_size=params.batch_size).overall,
                        pointing_game(saliency.float(), boxes).rate if boxes else float("nan"))
     base, _, overall, spt = found[REFERENCE]

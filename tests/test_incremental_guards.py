@@ -24,7 +24,6 @@ from aosa.engine.runtime.workers import IncrementalCache, ModelWorker, PreparedV
 from aosa.jobs.explain import main as explain_main
 from aosa.kernels.incremental import NotIncremental, incremental_for
 from aosa.kernels.incremental import model as incremental_model
-from aosa.kernels.methods import get_method
 from aosa.kernels.methods.aosa import AOSA
 from aosa.kernels.occlusion import CHECK_TOLERANCE, CHECKED, Inference, checked_masks
 from aosa.schemas.manifest import ManifestRow

@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from aosa.engine.errors import ConfigError, VideoError
 from aosa.engine.io import frames as frame_dir
 from aosa.engine.io.colour import dali_mismatch, matrix_name, range_name, rgb_frame
+
+if TYPE_CHECKING:  # PyAV is imported where a file is decoded, not with the module
+    import av
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import torch._dynamo
 from torch import nn
 
 from aosa.engine.errors import ConfigError
-from aosa.engine.models.precision import PRECISIONS, set_tf32
+from aosa.engine.models.precision import set_tf32
 from aosa.schemas.preprocessing import Preprocessing
 
 if TYPE_CHECKING:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -13,18 +15,23 @@ REFERENCE_REPEATS = 20
 SAMPLE_INTERVAL = 1.0  # seconds between two reference samples taken while a worker scores maps
 
 
+Result = TypeVar("Result")
+
+
+def timed(run: Callable[[], Result], device: torch.device) -> tuple[float, Result]:
+    """Seconds of one call of `run` and what it returned, the device's queued work included (CUDA synchronized)."""
+    began = time.perf_counter()
+    result = run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began, result
+
+
 def _timed_passes(model: LoadedModel, count: int) -> list[float]:
     prep = model.preprocessing
     clip = torch.randn((1, 3, prep.frames, *prep.size), generator=torch.Generator().manual_seed(0))
-    seconds = []
     with torch.no_grad():
-        for _ in range(count):
-            began = time.perf_counter()
-            model(clip)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize(model.device)
-            seconds.append(time.perf_counter() - began)
-    return seconds
+        return [timed(lambda: model(clip), model.device)[0] for _ in range(count)]
 
 
 class ReferenceSampler:
