@@ -36,9 +36,10 @@ from aosa.engine.models.backends import describe_device, tensorrt_unavailable, u
 from aosa.engine.models.loading import load_model
 from aosa.engine.runtime.gpu_usage import GpuBusy
 from aosa.jobs import evaluate, precision, query, report
-from aosa.jobs.benchmark import format_operator_table, operator_table, run_benchmark
-from aosa.jobs.graph_benchmark import format_graphs, graph_benchmark
+from aosa.jobs.benchmark import run_benchmark
 from aosa.jobs.common import run_guarded
+from aosa.jobs.graph_benchmark import format_graphs, graph_benchmark
+from aosa.jobs.operator_benchmark import format_operator_table, operator_table
 from aosa.kernels.methods import AOSA
 from aosa.schemas.method_params import MethodParams
 
