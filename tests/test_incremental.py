@@ -23,8 +23,8 @@ from aosa.kernels.fills import Fill, make_fill
 from aosa.kernels.incremental import IncrementalModel, NotIncremental, incremental_for
 from aosa.kernels.incremental.buffers import BufferPool
 from aosa.kernels.incremental.shares import changed_outputs, flop_shares
-from aosa.kernels.incremental.geometry import unique_rows
-from aosa.kernels.incremental.patches import Activation
+from aosa.kernels.incremental.geometry import Tiles, unique_rows
+from aosa.kernels.incremental.patches import Activation, CleanTable
 from aosa.kernels.methods import get_method
 from aosa.kernels.methods.aosa import adaptive_tubes
 from aosa.kernels.occlusion import occlusion_scores
@@ -194,6 +194,31 @@ def test_the_pool_lends_a_buffer_again_only_once_nothing_holds_it() -> None:
     del second, third
     assert pool.take((64,), torch.float32, cpu).numel() == 64
     assert pool.nbytes == 64 * 4  # idle buffers too small for a request are let go
+
+
+def test_a_lookup_reads_the_clean_rows_the_tiles_and_the_pad_where_a_dense_overlay_has_them() -> None:
+    """Rows laid out cell by cell on a grid whose last cells are shifted (extents 3, 6, 7 in cells of 2x4x4): the
+    value a lookup finds at every position, inside and around the activation, equals a padded dense activation with
+    each mask's tiles pasted on it, where a tile of a shifted cell overlaps the cell before it, that cell's value
+    (clean here: the planner places a tile wherever a mask changes a cell)."""
+    shape, size, channels = (3, 6, 7), (2, 4, 4), 2
+    clean = torch.randn(math.prod(shape), channels)
+    table = CleanTable(clean, shape, size)
+    assert torch.equal(table.clean, clean)
+    # mask 0: a tile on the shifted last cell of every axis and one on the cell before it in x; mask 1: none
+    index = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0]])
+    values = torch.randn(2, channels, *size)
+    activation = Activation(table, Tiles(index, size), values, 2, BufferPool())
+    expected = clean.T.reshape(channels, *shape).repeat(2, 1, 1, 1, 1)
+    for (mask, *origin), patch in zip(index.tolist(), values):
+        owned = [-(-start // step) * step for start, step in zip(origin, size)]  # a shifted cell owns its tail
+        expected[(mask, slice(None), *(slice(own, start + step) for own, start, step in zip(owned, origin, size)))] = (
+            patch[(slice(None), *(slice(own - start, None) for own, start in zip(owned, origin)))])
+    padded = F.pad(expected, (1, 1, 1, 1, 1, 1), value=float("-inf"))
+    axes = [torch.arange(-1, extent + 1, dtype=torch.int32) for extent in shape]
+    rows = activation.rows_at(torch.arange(2, dtype=torch.int32).view(-1, 1, 1, 1), axes[0].view(1, -1, 1, 1),
+                              axes[1].view(1, 1, -1, 1), axes[2].view(1, 1, 1, -1), table.pad_base(-torch.inf))
+    assert torch.equal(activation.gather(rows).permute(0, 4, 1, 2, 3), padded)
 
 
 def test_windows_gathered_in_chunks_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -186,11 +186,16 @@ def union(parts: list[torch.Tensor]) -> torch.Tensor:
     return bounding(stacked, present(stacked), dim=0)
 
 
+def tile_size(shape: tuple[int, int, int], cell: tuple[int, int]) -> tuple[int, int, int]:
+    """The tile (t, h, w) of a layer of `shape` (T, H, W): `cell` = (frames, px), no larger than the layer."""
+    return min(cell[0], shape[0]), min(cell[1], shape[1]), min(cell[1], shape[2])
+
+
 def tiles_of(boxes: torch.Tensor, shape: tuple[int, int, int], cell: tuple[int, int]) -> Tiles:
     """Tiles covering the boxes at a layer of `shape` (T, H, W): the cells of a fixed grid (`cell` = (frames, px);
     the last cell of each axis shifted inward) that meet a box of the mask in one of their frames. Overlapping
     boxes of a mask share cells, so no position is computed twice, and far-apart boxes stay apart."""
-    size = (min(cell[0], shape[0]), min(cell[1], shape[1]), min(cell[1], shape[2]))
+    size = tile_size(shape, cell)
     starts = [(torch.arange(-(-extent // step)) * step).clamp(max=extent - step) for extent, step in zip(shape, size)]
     alive = present(boxes).unsqueeze(-1)
     in_rows = alive & (boxes[..., 0:1] < starts[1] + size[1]) & (boxes[..., 1:2] > starts[1])  # (B, G, T, rows)

@@ -41,7 +41,7 @@ class IncrementalModel:
         self.window_bytes = window_bytes  # gathered windows held at once per layer (the peak of a batch)
         self.pool = pool or BufferPool()  # patch tables, windows, int maps: warm across layers, plans, draws, clips
         self.graphs = graphs if graphs is not None and graphs.applies(clip) else None  # static plans (CUDA graphs)
-        self.prefix: Prefix = clean_pass(module, trace(module), clip)
+        self.prefix: Prefix = clean_pass(module, trace(module), clip, cell)
         self.local = list(self.prefix.ops)
         self.planner = Planner(self.prefix, clip, dense_fraction, cell, plan_bytes)
         self.frames = {node: kept.to(clip.device) for node, kept in self.planner.frames.items()}  # no copy in a run
@@ -101,8 +101,7 @@ class IncrementalModel:
         for position, node in enumerate(self.local[:plan.cut]):
             op, tiles = prefix.ops[node], plan.tiles[node]
             if op.kind == "input":
-                clean = prefix.tables[node].clean
-                values = occluded_input(clean, fill, plan.boxes, tiles.computed, prefix.shapes[node][1:])
+                values = occluded_input(prefix.tables[node], fill, plan.boxes, tiles.computed)
             elif op.kind == "pointwise":
                 values = _pointwise(op, acts)
             elif op.kind == "window":

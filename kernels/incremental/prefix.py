@@ -9,6 +9,7 @@ import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from aosa.kernels.incremental.geometry import tile_size
 from aosa.kernels.incremental.ops import LocalOp, NotIncremental, classify, describe, fold_batch_norms
 from aosa.kernels.incremental.patches import CleanTable, to_rows
 
@@ -93,10 +94,10 @@ def _read_after_write(writer: fx.Node, written: fx.Node, env: dict[fx.Node, Any]
 
 
 @torch.no_grad()
-def clean_pass(root: nn.Module, graph: fx.Graph, clip: torch.Tensor) -> Prefix:
+def clean_pass(root: nn.Module, graph: fx.Graph, clip: torch.Tensor, cell: tuple[int, int]) -> Prefix:
     """Run the model on the (C, T, H, W) clip, classifying nodes until the first non-local one. A node that writes
     in place into a value read after it is modelled as eager runs it (`_read_after_write`), and the clean rows
-    of a local node are copied before anything after it may write into them."""
+    of a local node are copied before anything after it may write into them, laid out on its tiles of `cell`."""
     nodes = list(graph.nodes)
     order = {node: position for position, node in enumerate(nodes)}
     inputs = [node for node in nodes if node.op == "placeholder"]
@@ -138,7 +139,8 @@ def clean_pass(root: nn.Module, graph: fx.Graph, clip: torch.Tensor) -> Prefix:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise NotIncremental(f"{type(root).__name__} does not return one (batch, classes) logits tensor")
     ops = fold_batch_norms(ops, root)
-    tables = {node: CleanTable(rows[node], tuple(env[node].shape[2:])) for node in ops if _needs_table(node, ops)}
     shapes = {node: tuple(env[node].shape[1:]) for node in ops}
+    tables = {node: CleanTable(rows[node], shapes[node][1:], tile_size(shapes[node][1:], cell))
+              for node in ops if _needs_table(node, ops)}
     return Prefix(nodes, ops, tables, shapes, logits, prefix_flops or counter.get_total_flops(),
                   counter.get_total_flops(), stop)
