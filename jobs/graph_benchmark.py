@@ -14,7 +14,6 @@ import dataclasses
 import statistics
 from typing import Any
 
-
 from aosa.engine.io.flow import compute_flow, resolve_method
 from aosa.engine.models.loading import LoadedModel
 from aosa.engine.models.timing import timed

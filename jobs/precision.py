@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
 from aosa.engine.datasets.manifests import read_manifest
 from aosa.engine.errors import ConfigError
 from aosa.engine.io.flow import compute_flow, resolve_method

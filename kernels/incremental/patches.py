@@ -84,16 +84,16 @@ class CleanTable:
         cell_strides, offset_strides = (self.grid[1] * self.grid[2], self.grid[2], 1), (size[1] * size[2], size[2], 1)
         self.lookups = [axis.lookup(cells, offsets, clean.device)
                         for axis, cells, offsets in zip(self.axes, cell_strides, offset_strides)]
+        self.order = cell_order(shape, size, clean.device).to(torch.int32)  # raster position of each clean row
         pads = torch.zeros(2 * self.block, clean.shape[1], dtype=clean.dtype, device=clean.device)
         pads[self.block:] = -torch.inf
-        self.rows = torch.cat([clean.index_select(0, cell_order(shape, size, clean.device)), pads])
+        self.rows = torch.cat([clean.index_select(0, self.order), pads])
 
     @property
     def clean(self) -> torch.Tensor:
         """The clean rows in raster order (T*H*W, C)."""
-        order = cell_order(self.shape, self.size, self.rows.device)
         return self.rows.new_empty(math.prod(self.shape), self.rows.shape[1]).index_copy_(
-            0, order, self.rows[:len(order)])
+            0, self.order.long(), self.rows[:len(self.order)])
 
     def pad_base(self, pad: float) -> int:
         """First row of the block holding `pad` (0 or -inf) in every channel."""
@@ -117,8 +117,8 @@ class CleanTable:
 
     def cells_of(self, origins: torch.Tensor) -> torch.Tensor:
         """Flat cell numbers (P,) of tiles at `origins` (P, 3) (t0, y0, x0)."""
-        (cell_t, cell_y, cell_x), (_, rows, cols) = (axis.cell_of(origin) for axis, origin in
-                                                     zip(self.axes, origins.unbind(1))), self.axes
+        cell_t, cell_y, cell_x = (axis.cell_of(origin) for axis, origin in zip(self.axes, origins.unbind(1)))
+        _, rows, cols = self.axes
         return (cell_t * rows.cells + cell_y) * cols.cells + cell_x
 
 
@@ -268,7 +268,7 @@ def occluded_input(clean: CleanTable, fill: torch.Tensor, boxes: torch.Tensor, t
     shape = (len(tiles.index), *tiles.size, clean.rows.shape[1])
     values = clean.rows.index_select(0, rows.view(-1)).view(shape)
     if fill.shape[0] != 1:  # a fill per position, in raster order: the positions of the blocks' rows
-        fill = fill.index_select(0, cell_order(clean.shape, clean.size, fill.device)[rows.view(-1)]).view(shape)
+        fill = fill.index_select(0, clean.order.index_select(0, rows.view(-1))).view(shape)
     mask, t0, y0, x0 = tiles.index.unbind(1)
     frames, ys, xs = (start[:, None] + torch.arange(step, device=start.device)
                       for start, step in zip((t0, y0, x0), tiles.size))
